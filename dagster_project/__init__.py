@@ -1,0 +1,1 @@
+"""Dagster wiring for nucleus-subtyping: assets, partitions, sensors, schedules, resources."""

@@ -1,0 +1,13 @@
+"""Errors the storage layer raises; messages name the path or slide and say what to do."""
+
+
+class StorageError(ValueError):
+    """Base class for every error raised by `storage/`."""
+
+
+class SlideIdError(StorageError):
+    """A slide id that is empty, duplicated or would escape the data folder."""
+
+
+class StoreLayoutError(StorageError):
+    """A store on disk is missing, incomplete or written by an incompatible version."""

@@ -1,0 +1,87 @@
+"""Where each artifact lives under one data root, and the slide ids that may name them."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from storage.errors import SlideIdError
+
+_SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_slide_id(slide_id: str) -> str:
+    """Refuse ids that could escape the data folder or break a partition key (`../x`, `/`)."""
+    if not isinstance(slide_id, str) or not _SLIDE_ID.match(slide_id) or ".." in slide_id:
+        raise SlideIdError(
+            f"Slide id {slide_id!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            "starting with a letter or digit, with no '..' and no '/'."
+        )
+    return slide_id
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """The project's folders under one root (default `./data`)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def cohort_dir(self) -> Path:
+        return self.root / "cohort"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.root / "inbox"
+
+    def slide_zarr(self, slide_id: str) -> Path:
+        return self.root / "slides" / f"{validate_slide_id(slide_id)}.zarr"
+
+    def mask_zarr(self, slide_id: str) -> Path:
+        return self.root / "masks" / f"{validate_slide_id(slide_id)}.zarr"
+
+    def vhe_zarr(self, slide_id: str) -> Path:
+        return self.root / "vhe" / f"{validate_slide_id(slide_id)}.zarr"
+
+    @property
+    def manifest_parquet(self) -> Path:
+        return self.root / "manifest.parquet"
+
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "nucleus_features"
+
+    @property
+    def thresholds_dir(self) -> Path:
+        return self.root / "stain_thresholds"
+
+    @property
+    def labels_dir(self) -> Path:
+        return self.root / "nucleus_labels"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "nucleus_predictions"
+
+    @property
+    def patch_store(self) -> Path:
+        return self.root / "patches.zarr"
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def figures_dir(self, stage: str) -> Path:
+        return self.root / "figures" / stage

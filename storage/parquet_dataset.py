@@ -1,0 +1,70 @@
+"""Hive-partitioned Parquet datasets (`<dataset>/slide_id=<id>/part-0.parquet`, zstd).
+
+Each slide's partition is replaced atomically as a whole, so re-processing one slide never
+touches another's rows and a reader never sees a half-written file. The `slide_id` column is
+kept inside each file too, so a single file read on its own still says where it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.layout import validate_slide_id
+
+PART_NAME = "part-0.parquet"
+
+
+def partition_path(dataset_dir: Path, slide_id: str) -> Path:
+    return Path(dataset_dir) / f"slide_id={validate_slide_id(slide_id)}" / PART_NAME
+
+
+def write_slide_partition(dataset_dir: Path, slide_id: str, frame: pl.DataFrame) -> Path:
+    """Replace one slide's partition with `frame` (which must carry a matching `slide_id`)."""
+    if "slide_id" in frame.columns:
+        other = frame.filter(pl.col("slide_id") != slide_id)
+        if other.height:
+            raise ValueError(f"Rows of another slide in the partition of {slide_id!r}.")
+    else:
+        frame = frame.with_columns(pl.lit(slide_id).alias("slide_id"))
+    final = partition_path(dataset_dir, slide_id)
+    remove_stale_temporaries(final.parent)
+    with atomic_path(final) as tmp:
+        frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
+    return final
+
+
+def read_slide_partition(dataset_dir: Path, slide_id: str) -> pl.DataFrame:
+    path = partition_path(dataset_dir, slide_id)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No partition for slide {slide_id!r} in {dataset_dir}: materialise it first."
+        )
+    return pl.read_parquet(path)
+
+
+def delete_slide_partition(dataset_dir: Path, slide_id: str) -> None:
+    path = partition_path(dataset_dir, slide_id)
+    path.unlink(missing_ok=True)
+
+
+def dataset_glob(dataset_dir: Path) -> str:
+    """The glob DuckDB and polars read the whole dataset with."""
+    return str(Path(dataset_dir) / "slide_id=*" / PART_NAME)
+
+
+def scan_dataset(dataset_dir: Path) -> pl.LazyFrame:
+    return pl.scan_parquet(dataset_glob(dataset_dir), hive_partitioning=False)
+
+
+def slide_ids(dataset_dir: Path) -> list[str]:
+    root = Path(dataset_dir)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name.split("=", 1)[1]
+        for p in root.glob("slide_id=*")
+        if (p / PART_NAME).exists()
+    )

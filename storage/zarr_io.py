@@ -1,0 +1,42 @@
+"""Small helpers every Zarr store here shares: codecs and atomic creation of a group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import zarr
+from zarr.codecs import BloscCodec, BloscShuffle
+
+from storage.atomic import atomic_path
+from storage.errors import StoreLayoutError
+
+FORMAT_VERSION = 1
+
+
+def default_compressors(itemsize: int = 1) -> tuple[BloscCodec, ...]:
+    """zstd through Blosc with byte shuffle: fast to decode, good on image data."""
+    shuffle = BloscShuffle.bitshuffle if itemsize == 1 else BloscShuffle.shuffle
+    return (BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=itemsize),)
+
+
+@contextmanager
+def new_group(final: Path, kind: str) -> Iterator[zarr.Group]:
+    """Create a Zarr group in a temporary directory; it appears at `final` only when complete."""
+    with atomic_path(final) as tmp:
+        group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
+        group.attrs.update({"kind": kind, "format_version": FORMAT_VERSION})
+        yield group
+
+
+def open_group(path: Path, kind: str, mode: str = "r") -> zarr.Group:
+    """Open a finished store and check it is the kind of store the caller expects."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreLayoutError(f"No {kind} store at {path}: materialise the asset that writes it.")
+    group = zarr.open_group(store=str(path), mode=mode)
+    found = group.attrs.get("kind")
+    if found != kind:
+        raise StoreLayoutError(f"{path} holds a {found!r} store, expected {kind!r}.")
+    return group
