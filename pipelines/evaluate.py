@@ -1,0 +1,224 @@
+"""The paper's evaluation (§3): per-class accuracy, PPV, NPV and prevalence on each fold's test
+patients, mean ± standard deviation over folds, confusion matrices, and the report text.
+
+Metrics are one-vs-rest per class on labelled test nuclei (class_index >= 0):
+accuracy = TP / (TP + FN) (recall), PPV = TP / (TP + FP), NPV = TN / (TN + FN),
+prevalence = (TP + FN) / N. A metric with a zero denominator is null (NaN in arrays) and is
+left out of the mean; the standard deviation over folds is the sample one (ddof = 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from pipelines.cell_types import CELL_TYPES
+
+METRICS: tuple[str, ...] = ("accuracy", "ppv", "npv", "prevalence")
+PPV_CUTOFF = 0.3
+
+# §3: PPV, NPV and prevalence the paper reports (mean ± std over its five folds).
+PAPER_VALUES: dict[str, dict[str, tuple[float, float]]] = {
+    "helper_t": {"ppv": (0.34, 0.15), "npv": (0.98, 0.01), "prevalence": (0.03, 0.01)},
+    "epithelial": {"ppv": (0.83, 0.06), "npv": (0.82, 0.05), "prevalence": (0.25, 0.04)},
+    "progenitor": {"ppv": (0.47, 0.1), "npv": (0.98, 0.01), "prevalence": (0.07, 0.02)},
+    "goblet": {"ppv": (0.91, 0.01), "npv": (0.97, 0.0), "prevalence": (0.19, 0.03)},
+    "fibroblast": {"ppv": (0.38, 0.03), "npv": (0.96, 0.01), "prevalence": (0.09, 0.02)},
+    "stromal": {"ppv": (0.74, 0.03), "npv": (0.74, 0.03), "prevalence": (0.29, 0.03)},
+}
+
+
+def confusion_matrix(true: np.ndarray, predicted: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts (n_classes, n_classes): rows are true classes, columns predicted ones."""
+    true = np.asarray(true, dtype=np.int64)
+    predicted = np.asarray(predicted, dtype=np.int64)
+    keep = (true >= 0) & (true < n_classes)
+    return np.bincount(
+        true[keep] * n_classes + predicted[keep], minlength=n_classes * n_classes
+    ).reshape(n_classes, n_classes)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.maximum(den, 1), np.nan)
+
+
+def class_metrics(
+    confusion: np.ndarray, cell_types: Sequence[str] = CELL_TYPES
+) -> pl.DataFrame:
+    """One row per class: support (true count), predicted count, accuracy, ppv, npv, prevalence."""
+    cm = np.asarray(confusion, dtype=np.float64)
+    n = cm.sum()
+    tp = np.diag(cm)
+    fn = cm.sum(axis=1) - tp
+    fp = cm.sum(axis=0) - tp
+    tn = n - tp - fn - fp
+    return pl.DataFrame({
+        "class_index": np.arange(len(cell_types), dtype=np.int16),
+        "cell_type": list(cell_types),
+        "support": (tp + fn).astype(np.int64),
+        "predicted": (tp + fp).astype(np.int64),
+        "accuracy": _ratio(tp, tp + fn),
+        "ppv": _ratio(tp, tp + fp),
+        "npv": _ratio(tn, tn + fn),
+        "prevalence": _ratio(tp + fn, np.full_like(tp, n)),
+    }).with_columns(pl.col(m).fill_nan(None) for m in METRICS)
+
+
+def fold_metrics(
+    predictions: pl.DataFrame, cell_types: Sequence[str] = CELL_TYPES
+) -> pl.DataFrame:
+    """Per (fold, class) metrics from a frame with fold, class_index and predicted_index."""
+    labelled = predictions.filter(pl.col("class_index") >= 0)
+    frames = []
+    for fold in sorted(labelled["fold"].unique().to_list()):
+        part = labelled.filter(pl.col("fold") == fold)
+        cm = confusion_matrix(part["class_index"].to_numpy(), part["predicted_index"].to_numpy(),
+                              len(cell_types))
+        frames.append(class_metrics(cm, cell_types).with_columns(
+            pl.lit(fold, dtype=pl.Int16).alias("fold")))
+    if not frames:
+        return class_metrics(np.zeros((len(cell_types),) * 2), cell_types).with_columns(
+            pl.lit(None, dtype=pl.Int16).alias("fold")).clear()
+    return pl.concat(frames).select("fold", pl.exclude("fold"))
+
+
+def summarise_folds(per_fold: pl.DataFrame) -> pl.DataFrame:
+    """Mean and sample std over folds of each metric per class (nulls left out), plus the
+    number of test nuclei of the class over all folds."""
+    aggs = [pl.col("support").sum().alias("test_nuclei")]
+    for m in METRICS:
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std(ddof=1).alias(f"{m}_std")]
+    return (
+        per_fold.group_by("class_index", "cell_type").agg(aggs).sort("class_index")
+    )
+
+
+def fold_overview(predictions: pl.DataFrame) -> pl.DataFrame:
+    """Per fold: test slides and nuclei, overall accuracy, balanced accuracy (mean recall over
+    the classes present)."""
+    labelled = predictions.filter(pl.col("class_index") >= 0)
+    recall = (
+        labelled.group_by("fold", "class_index")
+        .agg((pl.col("predicted_index") == pl.col("class_index")).mean().alias("recall"))
+        .group_by("fold").agg(pl.col("recall").mean().alias("balanced_accuracy"))
+    )
+    return (
+        labelled.group_by("fold")
+        .agg(
+            pl.col("slide_id").n_unique().alias("test_slides"),
+            pl.len().alias("test_nuclei"),
+            (pl.col("predicted_index") == pl.col("class_index")).mean().alias("accuracy"),
+        )
+        .join(recall, on="fold")
+        .sort("fold")
+    )
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None or (isinstance(mean, float) and np.isnan(mean)):
+        return "–"
+    if std is None or (isinstance(std, float) and np.isnan(std)):
+        return f"{mean:.2f}"
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def metrics_table_markdown(summary: pl.DataFrame, ppv_cutoff: float = PPV_CUTOFF) -> str:
+    """The per-class table: mean ± std over folds, and the paper's values where it gives them."""
+    lines = [
+        "| cell type | test nuclei | accuracy | PPV | NPV | prevalence | PPV > cut-off "
+        "| paper PPV / NPV / prevalence |",
+        "|---|---:|---:|---:|---:|---:|:---:|---|",
+    ]
+    for row in summary.iter_rows(named=True):
+        paper = PAPER_VALUES.get(row["cell_type"])
+        paper_text = " / ".join(_pm(*paper[m]) for m in ("ppv", "npv", "prevalence")) \
+            if paper else ""
+        ppv = row["ppv_mean"]
+        learned = "yes" if ppv is not None and ppv > ppv_cutoff else ""
+        lines.append(
+            f"| {row['cell_type']} | {row['test_nuclei']} | "
+            + " | ".join(_pm(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS)
+            + f" | {learned} | {paper_text} |"
+        )
+    return "\n".join(lines)
+
+
+def frame_markdown(frame: pl.DataFrame, digits: int = 3) -> str:
+    """A small frame as a Markdown table (floats rounded)."""
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    body = []
+    for row in frame.iter_rows():
+        cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("–" if v is None else str(v))
+                 for v in row]
+        body.append("| " + " | ".join(cells) + " |")
+    return "\n".join([header, rule, *body])
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    title: str
+    filename: str
+    caption: str
+
+
+def report_markdown(
+    summary: pl.DataFrame,
+    overview: pl.DataFrame,
+    figures: Sequence[ReportFigure],
+    context: Mapping[str, str],
+    ppv_cutoff: float = PPV_CUTOFF,
+) -> str:
+    """The classifier report: data note, per-class table, per-fold table, figures."""
+    learned = summary.filter(pl.col("ppv_mean") > ppv_cutoff)["cell_type"].to_list()
+    parts = [
+        "# Nucleus classifier: cross-validated evaluation",
+        "",
+        *(f"- **{k}**: {v}" for k, v in context.items()),
+        "",
+        "## Per-class metrics on the test patients (mean ± std over folds)",
+        "",
+        "Accuracy is the recall of each class; PPV, NPV and prevalence are one-vs-rest "
+        "(§3). The paper's values are shown for the six classes it reports.",
+        "",
+        metrics_table_markdown(summary, ppv_cutoff),
+        "",
+        f"Classes with mean PPV above {ppv_cutoff}: "
+        + (", ".join(learned) if learned else "none") + ".",
+        "",
+        "## Folds",
+        "",
+        frame_markdown(overview),
+        "",
+    ]
+    for fig in figures:
+        parts += [f"## {fig.title}", "", f"![{fig.title}]({fig.filename})", "", fig.caption, ""]
+    return "\n".join(parts)
+
+
+def pick_map_slides(
+    predictions: pl.DataFrame, manifest: pl.DataFrame, n: int = 2
+) -> list[str]:
+    """Slides for the whole-slide maps: the test slide with the most labelled nuclei of each
+    site first (as Fig. 5 shows one colon and one ileum slide), then the next largest."""
+    counts = (
+        predictions.filter(pl.col("class_index") >= 0)
+        .group_by("slide_id").len()
+        .join(manifest.select("slide_id", "site"), on="slide_id", how="left")
+        .sort(["len", "slide_id"], descending=[True, False])
+    )
+    chosen: list[str] = []
+    for site in counts["site"].unique(maintain_order=True).to_list():
+        first = counts.filter(pl.col("site") == site) if site is not None else counts
+        if first.height and len(chosen) < n:
+            chosen.append(first["slide_id"][0])
+    for slide_id in counts["slide_id"].to_list():
+        if len(chosen) >= n:
+            break
+        if slide_id not in chosen:
+            chosen.append(slide_id)
+    return chosen
