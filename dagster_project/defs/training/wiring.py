@@ -39,7 +39,12 @@ from storage import classifier_checkpoints as ckpt
 from storage.classifier_report import asset_link, read_vhe_overview, write_report
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
-from storage.parquet_dataset import read_slide_partition, scan_dataset, write_slide_partition
+from storage.parquet_dataset import (
+    read_slide_partition,
+    scan_dataset,
+    write_slide_partition,
+)
+from storage.parquet_dataset import slide_ids as feature_slide_ids
 from storage.patch_chunks import PatchChunkReader
 from storage.patch_store import PatchStore
 
@@ -198,16 +203,17 @@ def _test_predictions(layout: DataLayout, folds: pl.DataFrame,
 
 def _slide_maps(layout: DataLayout, predictions: pl.DataFrame, manifest: pl.DataFrame,
                 notes: list[str]) -> list[SlideMap]:
+    with_features = set(feature_slide_ids(layout.features_dir))
+    candidates = predictions.filter(pl.col("slide_id").is_in(list(with_features)))
+    if candidates.height == 0:
+        notes.append("No test slide has nucleus_features (centroids): the maps are left out.")
+        return []
     maps = []
-    for slide_id in pick_map_slides(predictions, manifest):
-        try:
-            centroids = read_slide_partition(layout.features_dir, slide_id).select(
-                "nucleus_id", "centroid_y_um", "centroid_x_um")
-        except FileNotFoundError:
-            notes.append(f"No nucleus_features for {slide_id}: its map is left out.")
-            continue
-        part = predictions.filter(pl.col("slide_id") == slide_id).join(centroids,
-                                                                       on="nucleus_id")
+    for slide_id in pick_map_slides(candidates, manifest):
+        centroids = read_slide_partition(layout.features_dir, slide_id).select(
+            "nucleus_id", "centroid_y_um", "centroid_x_um")
+        part = candidates.filter(pl.col("slide_id") == slide_id).join(centroids,
+                                                                      on="nucleus_id")
         vhe = read_vhe_overview(layout.vhe_zarr(slide_id))
         if vhe is None:
             notes.append(f"No virtual H&E for {slide_id}: its map shows centroids only.")
