@@ -15,6 +15,15 @@ from pipelines.vhe.cyclegan.model import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny convolutions gain nothing from threads, and lose a lot on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_generator_maps_stains_to_rgb_in_the_tanh_range():
     torch.manual_seed(0)
     g = ResnetGenerator(27, 3, ngf=8, n_blocks=2)
