@@ -2,10 +2,12 @@
 
 A generator with instance normalisation gives a pixel a value that depends on the whole patch it
 was computed in, so abutting patches disagree at their borders (seams). Here a window is covered
-by patches of `patch_px` at a stride of `patch_px * (1 - overlap)`, and every output pixel is the
-average of the patches covering it, weighted by a 2-D Hann window (sin^2 ramp, largest at the
-patch centre, nearly 0 at its border) and normalised by the summed weights. A pixel near one
-patch's border therefore takes its value mostly from a patch in which it lies near the centre.
+by patches of `patch_px` at a stride of `patch_px * (1 - overlap)` (default half a patch), and
+every output pixel is the average of the patches covering it, weighted by a 2-D Hann window
+(sin^2 ramps: 1 at the patch centre, 0 at its border) and normalised by the summed weights. A
+pixel near one patch's border thus takes its value mostly from a patch in which it lies near the
+centre, and since every weight falls to 0 at its patch's border the blend has no jumps. Patch
+sides on the window's edge keep weight 1 (nothing else covers the pixels there).
 
 Patch positions start at multiples of the stride from the window's origin, with one extra patch
 flush with the window's far edge. The streaming layer reads each tile with `halo_px = patch_px`
@@ -52,10 +54,25 @@ class BlendParams:
         return max(4, round(self.patch_px * (1.0 - self.overlap)) // 4 * 4)
 
 
-def hann_weights(patch_px: int, floor: float = 1e-4) -> torch.Tensor:
-    """(patch_px, patch_px) separable sin^2 window, sampled at pixel centres, >= `floor`."""
-    ramp = torch.sin(torch.pi * (torch.arange(patch_px, dtype=torch.float64) + 0.5) / patch_px) ** 2
-    return torch.outer(ramp, ramp).clamp_(min=floor).float()
+def hann_ramp(patch_px: int, flat_start: bool = False, flat_end: bool = False) -> torch.Tensor:
+    """(patch_px,) weights sin^2(pi * i / patch_px): 0 at the patch's first pixel, 1 at its centre.
+
+    At half overlap, neighbouring ramps sum to exactly 1 (sin^2 + cos^2). A side that lies on the
+    window's edge is flat (1) instead, since no other patch covers the pixels there.
+    """
+    ramp = torch.sin(torch.pi * torch.arange(patch_px, dtype=torch.float64) / patch_px) ** 2
+    half = patch_px // 2
+    if flat_start:
+        ramp[:half] = 1.0
+    if flat_end:
+        ramp[half:] = 1.0
+    return ramp.float()
+
+
+def hann_weights(patch_px: int) -> torch.Tensor:
+    """(patch_px, patch_px) separable 2-D Hann window of an interior patch."""
+    ramp = hann_ramp(patch_px)
+    return torch.outer(ramp, ramp)
 
 
 def patch_starts(length: int, patch_px: int, stride_px: int) -> list[int]:
@@ -79,7 +96,9 @@ def generate_window(
 
     A window smaller than a patch is reflection-padded (edge-padded when too small to reflect).
     """
-    device = device or next(generator.parameters()).device
+    if device is None:
+        first = next(generator.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
     _, h, w = window.shape
     p = params.patch_px
     if p % 4:
@@ -90,17 +109,22 @@ def generate_window(
         mode = "reflect" if ph - h < h and pw - w < w else "replicate"
         x = F.pad(x, (0, pw - w, 0, ph - h), mode=mode)
     x = x[0]
-    weights = hann_weights(p) if params.blend else torch.ones(p, p)
-    weights = weights.to(device)
     out = torch.zeros(3, ph, pw, device=device)
     total = torch.zeros(ph, pw, device=device)
-    boxes = [(y, xx) for y in patch_starts(ph, p, params.stride_px)
-             for xx in patch_starts(pw, p, params.stride_px)]
+    ys, xs = patch_starts(ph, p, params.stride_px), patch_starts(pw, p, params.stride_px)
+    boxes = [(y, xx) for y in ys for xx in xs]
+
+    def ramp(start: int, length: int) -> torch.Tensor:
+        if not params.blend:
+            return torch.ones(p)
+        return hann_ramp(p, flat_start=start == 0, flat_end=start + p == length)
+
     for k in range(0, len(boxes), params.batch_size):
         chunk = boxes[k : k + params.batch_size]
         batch = torch.stack([x[:, y : y + p, xx : xx + p] for y, xx in chunk]).to(device)
         pred = generator(batch).float()
         for (y, xx), rgb in zip(chunk, pred, strict=True):
+            weights = torch.outer(ramp(y, ph), ramp(xx, pw)).to(device)
             out[:, y : y + p, xx : xx + p] += rgb * weights
             total[y : y + p, xx : xx + p] += weights
     return (out / total)[:, :h, :w].cpu()
@@ -112,19 +136,26 @@ def to_uint8_rgb(rgb: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(scaled.permute(1, 2, 0).numpy())
 
 
-def seam_ratio(rgb: np.ndarray, period_px: int) -> float:
-    """Mean |step| between neighbouring pixels across the lines x, y = k * period_px, divided by
-    the mean |step| everywhere else. About 1 without seams, larger where tiles show."""
+def seam_ratio(rgb: np.ndarray, period_px: int, reach_px: int = 2) -> float:
+    """Tile seams: the mean |step| between neighbouring pixels across the lines x, y = k *
+    period_px, divided by the mean |step| over the `reach_px` steps on either side of them.
+
+    About 1 where the image runs smoothly across the lines, far above 1 where tiles show.
+    Comparing with the steps right beside each line (not the whole image) keeps texture and
+    slow shading from counting as seams.
+    """
     img = np.asarray(rgb, dtype=np.float64)
-    dx = np.abs(np.diff(img, axis=1)).mean(axis=(0, 2) if img.ndim == 3 else 0)
-    dy = np.abs(np.diff(img, axis=0)).mean(axis=(1, 2) if img.ndim == 3 else 1)
-    border, inside = [], []
-    for steps in (dx, dy):
-        is_border = (np.arange(steps.size) + 1) % period_px == 0
-        border.append(steps[is_border])
-        inside.append(steps[~is_border])
-    inner = np.concatenate(inside).mean()
-    return float(np.concatenate(border).mean() / max(inner, 1e-12))
+    across, beside = [], []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(img, axis=axis))
+        steps = steps.mean(axis=tuple(a for a in range(steps.ndim) if a != axis))
+        lines = np.arange(period_px - 1, steps.size, period_px)
+        lines = lines[(lines >= reach_px) & (lines < steps.size - reach_px)]
+        across.append(steps[lines])
+        near = [lines + d for d in range(-reach_px, reach_px + 1) if d != 0]
+        beside.append(steps[np.concatenate(near)])
+    inner = np.concatenate(beside).mean()
+    return float(np.concatenate(across).mean() / max(inner, 1e-12))
 
 
 class CycleGanBackend(VirtualHEBackend):
