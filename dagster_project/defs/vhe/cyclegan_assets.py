@@ -13,6 +13,7 @@ import polars as pl
 
 from dagster_project.resources import DataRoot
 from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
+from pipelines.vhe.cyclegan.model import torch_threads
 from pipelines.vhe.cyclegan.train import PROFILES, TrainingLog, TrainParams, train
 from storage.checkpoints import (
     checkpoint_exists,
@@ -30,7 +31,8 @@ DEFAULT_HE_TILES = str(Path("..") / "shared" / "data" / "real_he_colon_tiles")
 class CycleGanConfig(dg.Config):
     """profile: "demo" (tiny, CPU, about a minute) or "paper" (CycleGAN defaults, GPU);
     the fields left at None take the profile's value. he_mpp: pixel size of the H&E tiles
-    (None: same as the slides). device: None picks cuda, then mps, then cpu."""
+    (None: same as the slides). device: None picks cuda, then mps, then cpu. cpu_threads: None
+    takes the profile's (1 for the demo), 0 leaves torch's default."""
 
     profile: str = "demo"
     he_tiles_dir: str = DEFAULT_HE_TILES
@@ -39,6 +41,7 @@ class CycleGanConfig(dg.Config):
     crop_px: int | None = None
     batch_size: int | None = None
     lambda_nucleus: float | None = None
+    cpu_threads: int | None = None
     max_slides: int = 8
     checkpoint_every: int = 50
     resume: bool = True
@@ -60,7 +63,7 @@ def cyclegan_model(
     if not he_dir.is_dir():
         context.log.warning(f"No real H&E tiles at {he_dir.resolve()}; CycleGAN not trained.")
         return dg.MaterializeResult(metadata={"skipped": f"no H&E tile folder at {he_dir}"})
-    architecture, params = _profile(config)
+    architecture, params, threads = _profile(config)
     slides, he = _training_slides(layout, config.max_slides), HeTileFolder(he_dir)
     run = prepare_run(slides, he, architecture, params, he_mpp=config.he_mpp,
                       device=config.device)
@@ -77,8 +80,9 @@ def cyclegan_model(
         states, info = checkpoint_payload(run, lg, {**extra, "seconds": round(lg.seconds, 2)})
         save_cyclegan_checkpoint(out, states, info)
 
-    log = train(run.trainer, run.mxif, run.he, checkpoint_every=config.checkpoint_every,
-                on_checkpoint=save)
+    with torch_threads(threads):
+        log = train(run.trainer, run.mxif, run.he, checkpoint_every=config.checkpoint_every,
+                    on_checkpoint=save)
     figure = write_rgb_png(layout.figures_dir("cyclegan") / "preview.png",
                            preview(run, slides[0], he.read(0)))
     losses = log.mean_of_last()
@@ -95,7 +99,8 @@ def cyclegan_model(
     })
 
 
-def _profile(config: CycleGanConfig) -> tuple[dict[str, int], TrainParams]:
+def _profile(config: CycleGanConfig) -> tuple[dict[str, int], TrainParams, int]:
+    """Architecture, training parameters and CPU threads: the profile's, with overrides."""
     if config.profile not in PROFILES:
         raise dg.Failure(f"Unknown CycleGAN profile {config.profile!r}; use {sorted(PROFILES)}.")
     profile = PROFILES[config.profile]
@@ -104,9 +109,9 @@ def _profile(config: CycleGanConfig) -> tuple[dict[str, int], TrainParams]:
         for k in ("steps", "crop_px", "batch_size", "lambda_nucleus")
         if getattr(config, k) is not None
     }
-    return dict(profile.architecture), dataclasses.replace(
-        profile.train, seed=config.seed, **overrides
-    )
+    threads = profile.cpu_threads if config.cpu_threads is None else config.cpu_threads
+    params = dataclasses.replace(profile.train, seed=config.seed, **overrides)
+    return dict(profile.architecture), params, threads
 
 
 def _training_slides(layout: DataLayout, max_slides: int) -> list[SlideReader]:
