@@ -145,7 +145,7 @@ def test_checkpoint_round_trip_gives_identical_virtual_he(tmp_path):
                              {GENERATOR_PART: backend.generator.state_dict()}, backend.info)
     loaded = load_backend(tmp_path / "cyclegan", device="cpu",
                           blend=BlendParams(patch_px=32, batch_size=8))
-    assert loaded.name == "cyclegan" and loaded.halo_px == 32
+    assert loaded.name == "cyclegan" and loaded.halo_px == 32 and loaded.tile_multiple_px == 16
     assert loaded.stains == STAINS
     raw = _slide(70, 90)
     assert np.array_equal(loaded.render(raw, STAINS, 0.32), backend.render(raw, STAINS, 0.32))
