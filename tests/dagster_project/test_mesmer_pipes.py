@@ -121,3 +121,32 @@ def test_missing_weights_say_how_to_get_them(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.setenv("HOME", str(tmp_path))
     with pytest.raises(ConfigurationError, match="DEEPCELL_ACCESS_TOKEN"):
         segment_with_mesmer_pipes(None, SLIDE_ID, DataLayout(tmp_path), MesmerParams())  # type: ignore[arg-type]
+
+
+def test_a_mesmer_image_runs_the_worker_in_a_pod(monkeypatch) -> None:
+    pytest.importorskip("dagster_k8s")
+    from dagster_k8s import PipesK8sClient
+
+    from dagster_project.defs.nuclei import mesmer
+
+    monkeypatch.setenv(mesmer.IMAGE_VAR, "registry.example.org/nucleus-subtyping-mesmer:1")
+    monkeypatch.setenv(mesmer.POD_SPEC_VAR, '{"volumes": [{"name": "data"}]}')
+    defs = mesmer.mesmer_resources()
+    assert isinstance(defs.resources["mesmer_pipes"], PipesK8sClient)
+
+    class Invocation:
+        def get_custom_messages(self) -> list:
+            return [{"nucleus_count": 3}]
+
+    calls: list[dict] = []
+
+    class FakeK8sClient(dg.PipesClient):
+        def run(self, **kwargs):  # type: ignore[override]
+            calls.append(kwargs)
+            return Invocation()
+
+    assert mesmer._run_worker(FakeK8sClient(), None, {"tile_px": 256}) == [{"nucleus_count": 3}]
+    assert calls[0]["command"] == ["python", "-m", "mesmer_env.worker"]
+    assert calls[0]["image"] == "registry.example.org/nucleus-subtyping-mesmer:1"
+    assert calls[0]["base_pod_spec"] == {"volumes": [{"name": "data"}]}
+    assert calls[0]["extras"] == {"tile_px": 256}

@@ -2,13 +2,15 @@
 Dagster Pipes subprocess (mesmer_env/worker.py), the mask written through storage.mask_store.
 
 The environment is created by `make mesmer-env` (mesmer_env/create_env.sh) at `.mesmer-env/`;
-`MESMER_ENV_DIR` points elsewhere. In a cluster, bind "mesmer_pipes" to a
-`dagster_k8s.PipesK8sClient` whose pod spec runs the Mesmer image with the data root mounted;
-the same worker runs there (see the README).
+`MESMER_ENV_DIR` points elsewhere. In a cluster, `NUCLEUS_SUBTYPING_MESMER_IMAGE` (the image of
+deploy/Dockerfile.mesmer) binds "mesmer_pipes" to a `dagster_k8s.PipesK8sClient` and the same
+worker runs in its own pod; `NUCLEUS_SUBTYPING_MESMER_POD_SPEC` (JSON) adds the pod spec that
+mounts the data root's volume at the same path (see the README).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict
@@ -26,8 +28,10 @@ from storage.slide_store import open_slide
 REPO_ROOT = Path(__file__).resolve().parents[3]
 WORKER = REPO_ROOT / "mesmer_env" / "worker.py"
 ENV_DIR_VAR = "MESMER_ENV_DIR"
-# The worker's path inside the Mesmer container image, for clients other than a subprocess.
-CONTAINER_COMMAND = ("python", "mesmer_env/worker.py")
+IMAGE_VAR = "NUCLEUS_SUBTYPING_MESMER_IMAGE"
+POD_SPEC_VAR = "NUCLEUS_SUBTYPING_MESMER_POD_SPEC"
+# The worker inside the Mesmer image (deploy/Dockerfile.mesmer, WORKDIR /opt/mesmer).
+CONTAINER_COMMAND = ("python", "-m", "mesmer_env.worker")
 
 
 def mesmer_python() -> Path:
@@ -45,7 +49,26 @@ def mesmer_python() -> Path:
 
 @dg.definitions
 def mesmer_resources() -> dg.Definitions:
+    if os.environ.get(IMAGE_VAR):
+        from dagster_k8s import PipesK8sClient
+
+        return dg.Definitions(resources={"mesmer_pipes": PipesK8sClient()})
     return dg.Definitions(resources={"mesmer_pipes": dg.PipesSubprocessClient(cwd=str(REPO_ROOT))})
+
+
+def _run_worker(client: dg.PipesClient, context, extras: dict) -> list[dict]:
+    """Launch the worker with `client`: a local subprocess, or a pod of the Mesmer image."""
+    if isinstance(client, dg.PipesSubprocessClient):
+        command = [str(mesmer_python()), str(WORKER)]
+        invocation = client.run(context=context, extras=extras, command=command)
+    else:
+        options = {"image": os.environ[IMAGE_VAR]} if os.environ.get(IMAGE_VAR) else {}
+        if os.environ.get(POD_SPEC_VAR):
+            options["base_pod_spec"] = json.loads(os.environ[POD_SPEC_VAR])
+        invocation = client.run(
+            context=context, extras=extras, command=list(CONTAINER_COMMAND), **options
+        )
+    return [m for m in invocation.get_custom_messages() if isinstance(m, dict)]
 
 
 def segment_with_mesmer_pipes(
@@ -66,11 +89,9 @@ def segment_with_mesmer_pipes(
             client = context.resources.mesmer_pipes
         except Exception:  # the asset did not ask for the resource
             client = None
-    if client is None or isinstance(client, dg.PipesSubprocessClient):
-        command = [str(mesmer_python()), str(WORKER)]
-        client = client or dg.PipesSubprocessClient(cwd=str(REPO_ROOT))
-    else:
-        command = list(CONTAINER_COMMAND)
+    client = client or dg.PipesSubprocessClient(cwd=str(REPO_ROOT))
+    if isinstance(client, dg.PipesSubprocessClient):
+        mesmer_python()  # fail before any work when the environment is missing
     reader = open_slide(layout.slide_zarr(slide_id))
     require_stains(reader.info.stains, [params.nuclear_stain], source=f"slide {slide_id!r}")
     membrane = params.membrane_stain if params.membrane_stain in reader.info.stains else None
@@ -87,8 +108,7 @@ def segment_with_mesmer_pipes(
             "postprocess": {"maxima_threshold": params.maxima_threshold,
                             "interior_threshold": params.interior_threshold},
         }
-        invocation = client.run(context=context, extras=extras, command=command)
-        messages = [m for m in invocation.get_custom_messages() if isinstance(m, dict)]
+        messages = _run_worker(client, context, extras)
         attrs = {"backend": "mesmer", "stains": stains, "mpp": reader.info.mpp,
                  "params": asdict(params), "weights_source": weights.source}
         summary = publish_labels(folder / LABELS, layout.mask_zarr(slide_id), slide_id, attrs)
