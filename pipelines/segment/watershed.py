@@ -34,12 +34,12 @@ class WatershedParams:
     min_area_um2 / max_diameter_um: smallest nucleus kept / largest expected (sets the halo).
     """
 
-    smooth_sigma_um: float = 0.5
+    smooth_sigma_um: float = 0.15
     threshold: float | None = None
-    threshold_scale: float = 1.0
+    threshold_scale: float = 0.9
     min_snr: float = 3.0
     local_block_um: float | None = None
-    seed_radius_um: float = 2.0
+    seed_radius_um: float = 2.5
     min_area_um2: float = 6.0
     max_diameter_um: float = 20.0
 
