@@ -22,6 +22,8 @@ from dagster_project.instance import ensure_dagster_home
 from dagster_project.resources import DATA_ROOT_ENV
 
 PROFILES = ("demo", "paper")
+# Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
+LOG_LEVEL = os.environ.get("NUCLEUS_SUBTYPING_LOG_LEVEL", "WARNING")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _run_stage(
     result = merged.resolve_job_def(job_name).execute_in_process(
         instance=dg.DagsterInstance.get(),
         partition_key=partition_key,
-        run_config={"ops": ops} if ops else None,
+        run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}},
         raise_on_error=False,
     )
     return partition_key or "-", result.success, time.perf_counter() - started

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("NUCLEUS_SUBTYPING_PG_URL"),
-    reason="no PostgreSQL server: run `eval $(bash .ci/postgres.sh)` first",
+    reason='no PostgreSQL server: run `eval "$(bash .ci/postgres.sh start)"` first',
 )
 
 
