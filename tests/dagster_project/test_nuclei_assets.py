@@ -28,7 +28,8 @@ def _run(root, slide_id, mask_config=None):
     config = {"ops": {"nucleus_mask": {"config": {"tile_px": 256, **(mask_config or {})}},
                       "nucleus_features": {"config": {"tile_px": 256}}}}
     return dg.materialize([nucleus_mask, nucleus_features], partition_key=slide_id,
-                          instance=instance, resources={"data_root": DataRoot(root=str(root))},
+                          instance=instance, resources={"data_root": DataRoot(root=str(root)),
+                                                        "mesmer_pipes": dg.PipesSubprocessClient()},
                           run_config=config, raise_on_error=True)
 
 

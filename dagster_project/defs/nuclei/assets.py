@@ -43,15 +43,15 @@ class NucleusMaskConfig(dg.Config):
 
 @dg.asset(key="nucleus_mask", partitions_def=slide_partitions, deps=["slide_image"],
           group_name="nuclei", kinds={"python", "zarr"},
-          required_resource_keys={"mesmer_pipes"} if _HAS_MESMER else set())
-def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig,
-                 data_root: DataRoot) -> dg.MaterializeResult:
+          required_resource_keys={"data_root", "mesmer_pipes"} if _HAS_MESMER else {"data_root"})
+def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig
+                 ) -> dg.MaterializeResult:
     """int32 nucleus labels on the slide's grid (layout.mask_zarr), segmented tile by tile."""
-    slide_id, layout, started = context.partition_key, data_root.layout, time.perf_counter()
+    layout: DataLayout = context.resources.data_root.layout
+    slide_id, started = context.partition_key, time.perf_counter()
     if config.backend == "mesmer":
-        from pipelines.segment.mesmer_weights import MesmerParams
-
         from dagster_project.defs.nuclei.mesmer import segment_with_mesmer_pipes
+        from pipelines.segment.mesmer_weights import MesmerParams
 
         params = MesmerParams(nuclear_stain=config.nuclear_stains[0],
                               membrane_stain=config.membrane_stain, tile_px=config.tile_px,
