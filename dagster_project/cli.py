@@ -100,12 +100,22 @@ def _partition_keys(stage: Stage, loaded_defs) -> list[str | None]:
     return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
-def run_all(profile: str = "demo", workers: int = 2, only: Sequence[str] = ()) -> int:
-    """Materialise every asset (or those named in `only`) in dependency order; 0 on success."""
+def run_all(
+    profile: str = "demo",
+    workers: int = 2,
+    only: Sequence[str] = (),
+    op_config: dict | None = None,
+) -> int:
+    """Materialise every asset (or those named in `only`) in dependency order; 0 on success.
+
+    `op_config` ({asset_key: {"config": {...}}}) overrides the profile's settings per asset.
+    """
     from dagster_project.profiles import run_config_for
 
     loaded = _load_defs()
     run_config = run_config_for(profile)
+    if op_config:
+        run_config = {"ops": {**run_config.get("ops", {}), **op_config}}
     stages = plan_stages(loaded)
     if only:
         stages = [
