@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import islice
+from multiprocessing import get_context
 
 import numpy as np
 import polars as pl
@@ -76,7 +80,7 @@ def plan_cohort(params: CohortParams) -> tuple[SlideSpec, ...]:
     for site in SITES:
         members = [i for i in range(n_p) if sites[i] == site]
         k = len(members)
-        n_normal = round(0.4 * k) if k > 1 else 1
+        n_normal = max(1, round(0.4 * k)) if k else 0
         n_active = (k - n_normal) // 2
         labels = (["normal"] * n_normal + ["inactive_crohns"] * (k - n_normal - n_active)
                   + ["active_crohns"] * n_active)
@@ -117,10 +121,24 @@ def simulate_slide(spec: SlideSpec, params: CohortParams) -> SimulatedSlide:
                           params.mpp, STAINS, image, labels, nuclei)
 
 
-def simulate_cohort(params: CohortParams) -> Iterator[SimulatedSlide]:
-    """Simulate the cohort's slides one at a time (memory: one slide)."""
-    for spec in plan_cohort(params):
-        yield simulate_slide(spec, params)
+def simulate_cohort(params: CohortParams, workers: int = 1) -> Iterator[SimulatedSlide]:
+    """Simulate the cohort's slides in order; `workers` > 1 renders ahead in that many
+    processes (at most workers + 1 slides in memory). The result does not depend on it."""
+    specs = plan_cohort(params)
+    if workers <= 1 or len(specs) <= 1:
+        for spec in specs:
+            yield simulate_slide(spec, params)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending: deque[Future[SimulatedSlide]] = deque()
+        queue = iter(specs)
+        for spec in islice(queue, workers + 1):
+            pending.append(pool.submit(simulate_slide, spec, params))
+        while pending:
+            slide = pending.popleft().result()
+            for spec in islice(queue, 1):
+                pending.append(pool.submit(simulate_slide, spec, params))
+            yield slide
 
 
 def truth_frame(labels: np.ndarray, positive: np.ndarray, cell_type: list[str | None],
