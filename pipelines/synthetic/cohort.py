@@ -14,6 +14,7 @@ import polars as pl
 
 from pipelines.errors import ConfigurationError
 from pipelines.stains import stain_key
+from pipelines.synthetic._table1 import table1_cell_type
 from pipelines.synthetic.panel import STAINS
 from pipelines.synthetic.render import render_field
 from pipelines.synthetic.tissue import PROFILE_NAMES, REGION_NAMES, build_tissue
@@ -163,3 +164,30 @@ def truth_frame(labels: np.ndarray, positive: np.ndarray, cell_type: list[str | 
     for j, stain in enumerate(STAINS):
         columns[f"pos_{stain_key(stain)}"] = pl.Series(positive[:, j])
     return pl.DataFrame({k: v.alias(k) for k, v in columns.items()})
+
+
+def truth_problems(labels: np.ndarray, nuclei: pl.DataFrame) -> list[str]:
+    """Inconsistencies between a truth mask and its table (empty when they agree): every
+    label has one row, areas match, and each cell_type is Table 1 of the row's positivity."""
+    problems: list[str] = []
+    n = nuclei.height
+    present = np.unique(labels)
+    if present.size != n + 1 or present[-1] != n:
+        problems.append(f"mask has labels {present.size - 1} (max {present[-1]}), table {n}")
+        return problems
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if nuclei["true_label"].to_list() != list(range(1, n + 1)):
+        problems.append("true_label is not 1..n in order")
+    elif "area_px" in nuclei.columns and area.tolist() != nuclei["area_px"].to_list():
+        problems.append("area_px differs from the mask")
+    keys = [f"pos_{stain_key(s)}" for s in STAINS]
+    missing = [k for k in keys if k not in nuclei.columns]
+    if missing:
+        return [*problems, f"missing columns {missing}"]
+    bad = sum(
+        table1_cell_type(dict(zip(STAINS, row[1:], strict=True))) != row[0]
+        for row in nuclei.select("cell_type", *keys).unique().iter_rows()
+    )
+    if bad:
+        problems.append(f"{bad} positivity pattern(s) whose cell_type is not Table 1's")
+    return problems

@@ -127,3 +127,17 @@ def test_tissue_regions_hold_their_cells(slides) -> None:
         }
         muscle = frame.filter(frame["profile"] == "smooth_muscle")
         assert set(muscle["tissue_region"].unique()) == {"muscularis"}
+
+
+def test_truth_problems_flags_tampering(slides) -> None:
+    import polars as pl
+
+    from pipelines.synthetic import truth_problems
+
+    slide = slides[0]
+    assert truth_problems(slide.labels, slide.nuclei) == []
+    relabelled = slide.nuclei.with_columns(
+        pl.when(pl.col("true_label") == 1).then(pl.lit("b_cell"))
+        .otherwise(pl.col("cell_type")).alias("cell_type"))
+    assert "Table 1" in truth_problems(slide.labels, relabelled)[0]
+    assert "mask has labels" in truth_problems(slide.labels, slide.nuclei.head(10))[0]
