@@ -197,10 +197,10 @@ def _epithelial_ring(bld: _Builder, regions: np.ndarray, cy: float, cx: float, a
 
 
 def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str],
-                spacing: float, aniso: float, candidates: int) -> None:
-    """Seat nuclei of `names` (in order) at random free spots of `region`, keeping their
-    centres >= ~0.8 of the summed radii apart (anisotropic along x by `aniso`), so that
-    neighbours may touch but rarely overlap."""
+                spacing: float, aniso: float, candidates: int, size_scale: float = 1.0) -> None:
+    """Seat nuclei of `names` (in order) at random free spots of `region`, keeping centres
+    at least 0.95 of the sum of their mean radii apart (x shrunk by `aniso`) and clear of other
+    regions, so that elongated or irregular neighbours may touch but rarely overlap."""
     rng = bld.rng
     h, w = regions.shape
     ys = rng.uniform(0, h, candidates)
@@ -215,10 +215,13 @@ def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str
             break
         name = names[k]
         m = PROFILES[name].morphology
-        r = 0.5 * spacing * max(1.0, 0.5 * (m.length_um + m.width_um) / 7.0)
+        r = max(0.5 * spacing, 0.25 * bld.px_per_um * (m.length_um + m.width_um) * size_scale)
         xa = x / aniso
         gy, gx = int(y // cell), int(xa // cell)
-        ok = True
+        reach = 0.8 * r
+        ok = aniso > 1 or all(
+            regions[min(max(int(py), 0), h - 1), min(max(int(px), 0), w - 1)] == region
+            for py, px in ((y - reach, x), (y + reach, x), (y, x - reach), (y, x + reach)))
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 for oy, ox, orad in grid.get((gy + dy, gx + dx), ()):
@@ -289,5 +292,5 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
     mus_area = float((regions == MUSCULARIS).sum())
     n_mus = int(mus_area / (1.3 * spacing**2))
     _dart_throw(bld, regions, MUSCULARIS, _pick(rng, _MUSCULARIS_MIX, n_mus), 0.8 * spacing,
-                2.4, 8 * n_mus + 64)
+                2.4, 8 * n_mus + 64, size_scale=0.45)
     return Tissue(regions=regions, nuclei=bld.plan())

@@ -141,3 +141,11 @@ def test_truth_problems_flags_tampering(slides) -> None:
         .otherwise(pl.col("cell_type")).alias("cell_type"))
     assert "Table 1" in truth_problems(slide.labels, relabelled)[0]
     assert "mask has labels" in truth_problems(slide.labels, slide.nuclei.head(10))[0]
+
+
+def test_some_nuclei_touch_their_neighbours(slides) -> None:
+    labels = slides[0].labels
+    a, b = labels[:, :-1], labels[:, 1:]
+    touching = (a > 0) & (b > 0) & (a != b)
+    share = np.unique(np.concatenate([a[touching], b[touching]])).size / slides[0].nuclei.height
+    assert 0.2 < share < 0.95
