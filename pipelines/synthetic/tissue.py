@@ -199,7 +199,7 @@ def _epithelial_ring(bld: _Builder, regions: np.ndarray, cy: float, cx: float, a
 def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str],
                 spacing: float, aniso: float, candidates: int, size_scale: float = 1.0) -> None:
     """Seat nuclei of `names` (in order) at random free spots of `region`, keeping centres
-    at least 0.95 of the sum of their mean radii apart (x shrunk by `aniso`) and clear of other
+    at least 0.93 of the sum of their mean radii apart (x shrunk by `aniso`) and clear of other
     regions, so that elongated or irregular neighbours may touch but rarely overlap."""
     rng = bld.rng
     h, w = regions.shape
@@ -225,7 +225,7 @@ def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 for oy, ox, orad in grid.get((gy + dy, gx + dx), ()):
-                    if (oy - y) ** 2 + (ox - xa) ** 2 < (0.95 * (r + orad)) ** 2:
+                    if (oy - y) ** 2 + (ox - xa) ** 2 < (0.93 * (r + orad)) ** 2:
                         ok = False
                         break
                 if not ok:
@@ -250,9 +250,9 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
     regions = np.full((h, w), LAMINA_PROPRIA, dtype=np.int8)
     bld = _Builder(rng, ppu, [])
     active = condition == "active_crohns"
-    # Muscularis mucosae: a band of smooth muscle along the bottom, about 45 µm thick.
+    # Muscularis mucosae: a band of smooth muscle along the bottom, about 40 µm thick.
     xs = np.arange(w)
-    top = h - rng.uniform(38, 55) * ppu + rng.uniform(4, 10) * ppu * np.sin(
+    top = h - rng.uniform(32, 48) * ppu + rng.uniform(4, 10) * ppu * np.sin(
         2 * np.pi * xs / (rng.uniform(250, 450) * ppu) + rng.uniform(0, 2 * np.pi))
     regions[np.arange(h)[:, None] >= top[None, :]] = MUSCULARIS
     # Crypts side by side; in the ileum they are shorter and villi fill the upper field.
