@@ -70,7 +70,7 @@ def _params_text(params: Mapping[str, object]) -> str:
 
 
 def write_slide(cohort_dir: Path, slide: CohortSlide, *, tile_px: int = 256,
-                compression: str = "zlib", maxworkers: int | None = None) -> dict[str, object]:
+                compression: str = "zstd", maxworkers: int | None = None) -> dict[str, object]:
     """Write one slide's OME-TIFF and truth files; returns its manifest row."""
     cohort_dir = Path(cohort_dir)
     image_path = slide_path(cohort_dir, slide.slide_id)
@@ -98,7 +98,7 @@ def write_truth(cohort_dir: Path, slide_id: str, labels: np.ndarray, nuclei: pl.
 
 def write_cohort(cohort_dir: str | Path, slides: Iterable[CohortSlide],
                  params: Mapping[str, object], *, tile_px: int = 256,
-                 compression: str = "zlib", maxworkers: int | None = None) -> CohortSummary:
+                 compression: str = "zstd", maxworkers: int | None = None) -> CohortSummary:
     """Write every slide, then the manifest, then `params.json` (so an interrupted run never
     looks complete); files of slides no longer in the cohort are removed at the end."""
     cohort_dir = Path(cohort_dir)

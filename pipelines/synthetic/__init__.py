@@ -17,6 +17,7 @@ from pipelines.synthetic.cohort import (
     simulate_cohort,
     simulate_slide,
     truth_frame,
+    truth_problems,
 )
 from pipelines.synthetic.panel import STAINS
 from pipelines.synthetic.preview import false_colour
@@ -24,5 +25,5 @@ from pipelines.synthetic.preview import false_colour
 __all__ = [
     "CONDITIONS", "GENERATOR_VERSION", "SITES", "STAINS", "CohortParams", "SimulatedSlide",
     "SlideSpec", "false_colour", "plan_cohort", "simulate_cohort", "simulate_slide",
-    "table1_cell_type", "truth_frame",
+    "table1_cell_type", "truth_frame", "truth_problems",
 ]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from itertools import islice
+from multiprocessing import get_context
 
 import numpy as np
 import polars as pl
 
 from pipelines.errors import ConfigurationError
 from pipelines.stains import stain_key
+from pipelines.synthetic._table1 import table1_cell_type
 from pipelines.synthetic.panel import STAINS
 from pipelines.synthetic.render import render_field
 from pipelines.synthetic.tissue import PROFILE_NAMES, REGION_NAMES, build_tissue
@@ -76,7 +81,7 @@ def plan_cohort(params: CohortParams) -> tuple[SlideSpec, ...]:
     for site in SITES:
         members = [i for i in range(n_p) if sites[i] == site]
         k = len(members)
-        n_normal = round(0.4 * k) if k > 1 else 1
+        n_normal = max(1, round(0.4 * k)) if k else 0
         n_active = (k - n_normal) // 2
         labels = (["normal"] * n_normal + ["inactive_crohns"] * (k - n_normal - n_active)
                   + ["active_crohns"] * n_active)
@@ -117,10 +122,24 @@ def simulate_slide(spec: SlideSpec, params: CohortParams) -> SimulatedSlide:
                           params.mpp, STAINS, image, labels, nuclei)
 
 
-def simulate_cohort(params: CohortParams) -> Iterator[SimulatedSlide]:
-    """Simulate the cohort's slides one at a time (memory: one slide)."""
-    for spec in plan_cohort(params):
-        yield simulate_slide(spec, params)
+def simulate_cohort(params: CohortParams, workers: int = 1) -> Iterator[SimulatedSlide]:
+    """Simulate the cohort's slides in order; `workers` > 1 renders ahead in that many
+    processes (at most workers + 1 slides in memory). The result does not depend on it."""
+    specs = plan_cohort(params)
+    if workers <= 1 or len(specs) <= 1:
+        for spec in specs:
+            yield simulate_slide(spec, params)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        pending: deque[Future[SimulatedSlide]] = deque()
+        queue = iter(specs)
+        for spec in islice(queue, workers + 1):
+            pending.append(pool.submit(simulate_slide, spec, params))
+        while pending:
+            slide = pending.popleft().result()
+            for spec in islice(queue, 1):
+                pending.append(pool.submit(simulate_slide, spec, params))
+            yield slide
 
 
 def truth_frame(labels: np.ndarray, positive: np.ndarray, cell_type: list[str | None],
@@ -145,3 +164,30 @@ def truth_frame(labels: np.ndarray, positive: np.ndarray, cell_type: list[str | 
     for j, stain in enumerate(STAINS):
         columns[f"pos_{stain_key(stain)}"] = pl.Series(positive[:, j])
     return pl.DataFrame({k: v.alias(k) for k, v in columns.items()})
+
+
+def truth_problems(labels: np.ndarray, nuclei: pl.DataFrame) -> list[str]:
+    """Inconsistencies between a truth mask and its table (empty when they agree): every
+    label has one row, areas match, and each cell_type is Table 1 of the row's positivity."""
+    problems: list[str] = []
+    n = nuclei.height
+    present = np.unique(labels)
+    if present.size != n + 1 or present[-1] != n:
+        problems.append(f"mask has labels {present.size - 1} (max {present[-1]}), table {n}")
+        return problems
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    if nuclei["true_label"].to_list() != list(range(1, n + 1)):
+        problems.append("true_label is not 1..n in order")
+    elif "area_px" in nuclei.columns and area.tolist() != nuclei["area_px"].to_list():
+        problems.append("area_px differs from the mask")
+    keys = [f"pos_{stain_key(s)}" for s in STAINS]
+    missing = [k for k in keys if k not in nuclei.columns]
+    if missing:
+        return [*problems, f"missing columns {missing}"]
+    bad = sum(
+        table1_cell_type(dict(zip(STAINS, row[1:], strict=True))) != row[0]
+        for row in nuclei.select("cell_type", *keys).unique().iter_rows()
+    )
+    if bad:
+        problems.append(f"{bad} positivity pattern(s) whose cell_type is not Table 1's")
+    return problems

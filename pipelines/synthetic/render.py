@@ -15,6 +15,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
+from pipelines.errors import PipelineError
 from pipelines.synthetic._table1 import table1_cell_type
 from pipelines.synthetic.panel import (
     BRIGHTNESS,
@@ -70,12 +71,17 @@ def draw_nuclei(plan: NucleusPlan, shape: tuple[int, int]) -> tuple[np.ndarray, 
             continue
         dy = np.arange(y0, y1, dtype=np.float32)[:, None] - cy
         dx = np.arange(x0, x1, dtype=np.float32)[None, :] - cx
-        u = (dx * np.cos(th) + dy * np.sin(th)) / a
-        v = (-dx * np.sin(th) + dy * np.cos(th)) / b
-        phi = np.arctan2(v, u)
+        u = (dx * np.float32(np.cos(th) / a) + dy * np.float32(np.sin(th) / a))
+        v = (dy * np.float32(np.cos(th) / b) - dx * np.float32(np.sin(th) / b))
+        r2 = u * u + v * v
+        # Irregular outline 1 + a2 cos(2 phi + p2) + a3 cos(3 phi + p3), phi = atan2(v, u).
         amp2, ph2, amp3, ph3 = plan.shape[i]
-        edge = 1.0 + amp2 * np.cos(2 * phi + ph2) + amp3 * np.cos(3 * phi + ph3)
-        inside = (u * u + v * v) <= edge * edge
+        c, s_ = u / np.sqrt(r2 + np.float32(1e-12)), v / np.sqrt(r2 + np.float32(1e-12))
+        c2, s2 = c * c - s_ * s_, 2 * c * s_
+        c3, s3 = c * c2 - s_ * s2, s_ * c2 + c * s2
+        edge = (1.0 + amp2 * (c2 * np.cos(ph2) - s2 * np.sin(ph2))
+                + amp3 * (c3 * np.cos(ph3) - s3 * np.sin(ph3)))
+        inside = r2 <= edge * edge
         patch = labels[y0:y1, x0:x1]
         patch[inside & (patch == 0)] = i + 1
     counts = np.bincount(labels.ravel(), minlength=plan.n + 1)[1:]
@@ -114,10 +120,19 @@ def _cell_bodies(labels: np.ndarray, regions: np.ndarray, cyto_px: np.ndarray,
     return body
 
 
-def _noise_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float | tuple
-                 ) -> np.ndarray:
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+def _noise_field(rng: np.random.Generator, shape: tuple[int, int],
+                 sigma: float | tuple[float, float]) -> np.ndarray:
+    """Smooth Gaussian noise (zero mean, unit sd) with correlation length `sigma` px."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma,
+                                    truncate=2.5)
     return field / max(float(field.std()), 1e-6)
+
+
+def _cell_types(positive: np.ndarray) -> list[str | None]:
+    """Table 1 per row of a positivity matrix (evaluated once per distinct row)."""
+    unique, inverse = np.unique(positive, axis=0, return_inverse=True)
+    types = [table1_cell_type(dict(zip(STAINS, row.tolist(), strict=True))) for row in unique]
+    return [types[i] for i in inverse.ravel().tolist()]
 
 
 def render_field(tissue: Tissue, rng: np.random.Generator, mpp: float) -> RenderedField:
@@ -129,11 +144,11 @@ def render_field(tissue: Tissue, rng: np.random.Generator, mpp: float) -> Render
     profile = tissue.nuclei.profile[kept]
     region = tissue.nuclei.region[kept]
     positive = draw_positivity(profile, rng)
-    cell_type = [table1_cell_type(dict(zip(STAINS, row.tolist(), strict=True)))
-                 for row in positive]
+    cell_type = _cell_types(positive)
     for name_idx, ct in zip(profile.tolist(), cell_type, strict=True):
         if ct != PROFILES[PROFILE_NAMES[name_idx]].cell_type:
-            raise AssertionError(f"profile {PROFILE_NAMES[name_idx]} read as {ct}")
+            raise PipelineError(f"Simulated {PROFILE_NAMES[name_idx]!r} cell reads as {ct!r} "
+                                "under Table 1; fix its profile in pipelines/synthetic/panel.py.")
     morph = [PROFILES[PROFILE_NAMES[p]].morphology for p in profile.tolist()]
     ppu = 1.0 / mpp
     cyto_px = np.array([0.0] + [m.cytoplasm_um * ppu if m.cytoplasm_um > 0 else np.inf
@@ -157,21 +172,22 @@ def render_field(tissue: Tissue, rng: np.random.Generator, mpp: float) -> Render
     rim = find_boundaries(labels, mode="inner") & isnuc
     chroma = dapi_l[labels] * np.clip(
         1.0 + tex_l[labels] * (0.6 * tex + 0.4 * clumps) + rim_l[labels] * rim, 0.15, None)
-    # Per-cell brightness of each positive stain (cells vary; a few are dim).
+    # Per-cell brightness of each positive stain (cells vary; a few are dim), in counts.
     cell_gain = rng.lognormal(0.0, 0.15, size=(n, 1))
     levels = np.zeros((n + 1, len(STAINS)), dtype=np.float32)
     levels[1:] = positive * cell_gain * rng.lognormal(0.0, 0.28, size=(n, len(STAINS)))
+    levels *= np.asarray([BRIGHTNESS[s] for s in STAINS], dtype=np.float32)
     # Tissue fields outside cells: smooth muscle fibres, collagen, luminal mucus.
-    fibres = np.clip(1.0 + 0.5 * _noise_field(rng, shape, (1.0, 7.0)), 0.0, None)
-    muscle = (regions == MUSCULARIS) * fibres * 0.6
+    muscle = (regions == MUSCULARIS) * np.clip(
+        0.6 + 0.3 * _noise_field(rng, shape, (1.0, 7.0)), 0.0, None)
     ecm = ((regions == LAMINA_PROPRIA) & ~in_body) * np.clip(
-        0.5 + 0.6 * _noise_field(rng, shape, (2.0, 2.0)), 0.0, None) * 0.35
-    mucus = (regions == LUMEN) * np.clip(_noise_field(rng, shape, 6.0), 0.0, None) * 0.12
+        0.18 + 0.2 * _noise_field(rng, shape, 2.0), 0.0, None)
+    mucus = (regions == LUMEN) * np.clip(0.12 * _noise_field(rng, shape, 6.0), 0.0, None)
     extra = {"SMA": muscle, "Actinin": 0.8 * muscle, "Collagen": ecm, "Muc2": mucus}
     clean = np.empty((len(STAINS), *shape), dtype=np.float32)
     for j, stain in enumerate(STAINS):
         if stain == "DAPI":
-            img = chroma
+            img = chroma * np.float32(BRIGHTNESS[stain])
         elif LOCALISATION[stain] == NUCLEUS:
             img = levels[:, j][labels] * w_nuc
         elif LOCALISATION[stain] == MEMBRANE:
@@ -179,42 +195,54 @@ def render_field(tissue: Tissue, rng: np.random.Generator, mpp: float) -> Render
         else:
             img = levels[:, j][body] * (w_gran if stain in _GRANULAR else w_cyt)
         if stain in extra:
-            img = img + extra[stain]
-        ndimage.gaussian_filter(img.astype(np.float32, copy=False) * BRIGHTNESS[stain],
-                                _BLUR_SIGMA_PX, output=clean[j], truncate=3.0)
-    index = {s: j for j, s in enumerate(STAINS)}
-    spill = clean.copy() if SPILLOVER else clean
-    for src, dst, frac in SPILLOVER:
-        spill[index[dst]] += frac * clean[index[src]]
-    image = _acquire(spill, regions, rng)
+            img += (extra[stain] * BRIGHTNESS[stain]).astype(np.float32)
+        ndimage.gaussian_filter(img, _BLUR_SIGMA_PX, output=clean[j], truncate=2.0)
+    # Lipofuscin: granular autofluorescence in macrophage cytoplasm, seen in every stain.
+    lipo = (body > 0) & np.isin(body, 1 + np.flatnonzero(
+        profile == PROFILE_NAMES.index("macrophage"))) & ~isnuc
+    image = _acquire(clean, regions, lipo * granules, rng)
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
     return RenderedField(image, labels, positive, cell_type, profile, region, area)
 
 
-def _acquire(signal: np.ndarray, regions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Camera model: per-stain gain (slide-specific), background, autofluorescence, shot and
-    read noise, quantised to uint16."""
+def _acquire(signal: np.ndarray, regions: np.ndarray, lipofuscin: np.ndarray,
+             rng: np.random.Generator) -> np.ndarray:
+    """Camera model: spillover between stains, per-stain gain (slide-specific), background,
+    autofluorescence, shot and read noise, quantised to uint16."""
     n_stains, h, w = signal.shape
     gain = rng.lognormal(0.0, 0.35, n_stains).astype(np.float32)
     background = rng.uniform(80, 320, n_stains).astype(np.float32)
     af_counts = rng.uniform(40, 180, n_stains).astype(np.float32)
     tissue = (regions != LUMEN).astype(np.float32)
-    af = ndimage.gaussian_filter(
-        tissue * np.clip(0.6 + 0.4 * _noise_field(rng, (h, w), 3.0), 0.0, None), 2.0)
+    af = tissue * np.clip(0.6 + 0.4 * _noise_field(rng, (h, w), 3.0), 0.0, None)
+    af += 0.8 * lipofuscin
     # A few autofluorescent red blood cells in the lamina propria.
-    ys = rng.uniform(0, h, max(1, h * w // 60000)).astype(int)
-    xs = rng.uniform(0, w, ys.size).astype(int)
-    specks = np.zeros((h, w), dtype=np.float32)
-    ok = regions[ys, xs] == LAMINA_PROPRIA
-    specks[ys[ok], xs[ok]] = 1.0
-    af += 6.0 * (ndimage.gaussian_filter(specks, 3.0) * (2 * np.pi * 9.0))
-    shot = float(rng.uniform(0.8, 1.6))
-    read = float(rng.uniform(3.0, 8.0))
+    blob = (6.0 * np.exp(-(np.arange(-9, 10) ** 2)[:, None] / 18.0
+                         - (np.arange(-9, 10) ** 2)[None, :] / 18.0)).astype(np.float32)
+    for _ in range(max(1, h * w // 60000)):
+        y, x = int(rng.integers(9, max(h - 9, 10))), int(rng.integers(9, max(w - 9, 10)))
+        if y + 10 <= h and x + 10 <= w and regions[y, x] == LAMINA_PROPRIA:
+            af[y - 9 : y + 10, x - 9 : x + 10] += blob
+    spill: dict[int, list[tuple[int, float]]] = {}
+    for src, dst, frac in SPILLOVER:
+        spill.setdefault(STAINS.index(dst), []).append((STAINS.index(src), frac))
+    shot = np.float32(rng.uniform(0.8, 1.6))
+    read2 = np.float32(rng.uniform(3.0, 8.0) ** 2)
+    # White noise: two large fields, cropped at random offsets per stain (fresh per pixel).
+    pad = 64
+    pool = rng.standard_normal((2, h + pad, w + pad), dtype=np.float32)
     out = np.empty(signal.shape, dtype=np.uint16)
     for j in range(n_stains):
-        mean = gain[j] * signal[j] + background[j] + af_counts[j] * af
-        sd = np.sqrt(mean * shot + read * read)
-        noisy = mean + sd * rng.standard_normal((h, w), dtype=np.float32)
-        np.clip(np.rint(noisy), 0, 65535, out=noisy)
-        out[j] = noisy
+        mean = signal[j] * gain[j]
+        for src, frac in spill.get(j, ()):
+            mean += signal[src] * (frac * gain[j])
+        mean += af * af_counts[j]
+        mean += background[j]
+        sd = np.sqrt(mean * shot + read2)
+        oy, ox = (int(v) for v in rng.integers(0, pad, 2))
+        sd *= pool[j % 2, oy : oy + h, ox : ox + w]
+        mean += sd
+        np.clip(mean, 0, 65535, out=mean)
+        np.rint(mean, out=mean)
+        out[j] = mean
     return out

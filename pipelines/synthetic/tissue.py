@@ -37,7 +37,7 @@ _LP_MIX["inactive_crohns"] = {
 }
 _MUSCULARIS_MIX = {"smooth_muscle": 0.86, "fibroblast": 0.07, "stromal": 0.04, "macrophage": 0.03}
 # Lamina propria nucleus spacing (µm) and goblet share of the upper crypt, by condition.
-_LP_SPACING_UM = {"normal": 6.6, "inactive_crohns": 6.2, "active_crohns": 5.7}
+_LP_SPACING_UM = {"normal": 6.0, "inactive_crohns": 5.7, "active_crohns": 5.3}
 _GOBLET_SHARE = {"ascending_colon": 0.45, "terminal_ileum": 0.28}
 _GOBLET_DEPLETION = {"normal": 1.0, "inactive_crohns": 0.8, "active_crohns": 0.5}
 _IEL_SHARE = {"normal": 0.03, "inactive_crohns": 0.05, "active_crohns": 0.08}
@@ -110,13 +110,15 @@ def _gland_frame(shape: tuple[int, int], cy: float, cx: float, a: float, b: floa
     """Bounding box of an ellipse (semi-axes a along the gland axis, b across) and the gland
     coordinates u (along the axis, towards +y when theta = 0) and v (across) of its pixels."""
     h, w = shape
-    r = max(a, b) + 2
-    y0, y1 = max(int(cy - r), 0), min(int(cy + r) + 1, h)
-    x0, x1 = max(int(cx - r), 0), min(int(cx + r) + 1, w)
-    yy, xx = np.mgrid[y0:y1, x0:x1]
-    dy, dx = yy - cy, xx - cx
-    u = dy * np.cos(theta) - dx * np.sin(theta)
-    v = dy * np.sin(theta) + dx * np.cos(theta)
+    ry = np.hypot(a * np.cos(theta), b * np.sin(theta)) + 2
+    rx = np.hypot(a * np.sin(theta), b * np.cos(theta)) + 2
+    y0, y1 = min(max(int(cy - ry), 0), h), min(max(int(cy + ry) + 1, 0), h)
+    x0, x1 = min(max(int(cx - rx), 0), w), min(max(int(cx + rx) + 1, 0), w)
+    dy = (np.arange(y0, y1, dtype=np.float32) - np.float32(cy))[:, None]
+    dx = (np.arange(x0, x1, dtype=np.float32) - np.float32(cx))[None, :]
+    c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    u = dy * c - dx * s
+    v = dy * s + dx * c
     return (slice(y0, y1), slice(x0, x1)), u, v
 
 
@@ -156,7 +158,7 @@ def _epithelial_ring(bld: _Builder, regions: np.ndarray, cy: float, cx: float, a
     patch[inner] = LUMEN if crypt else LAMINA_PROPRIA
     ppu = bld.px_per_um
     depth = (0.3 if crypt else 0.7) * thick  # nuclei sit on the basal side
-    pu, pv, nu, nv = _ring_points(a - depth, b - depth, 7.0 * ppu, rng)
+    pu, pv, nu, nv = _ring_points(a - depth, b - depth, 5.8 * ppu, rng)
     ys, xs = _to_image(cy, cx, theta, pu, pv)
     ny, nx = _to_image(0.0, 0.0, theta, nu, nv)
     radials = np.arctan2(ny, nx)  # outward normal as an image angle (from +x towards +y)
@@ -195,10 +197,10 @@ def _epithelial_ring(bld: _Builder, regions: np.ndarray, cy: float, cx: float, a
 
 
 def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str],
-                spacing: float, aniso: float, candidates: int) -> None:
-    """Seat nuclei of `names` (in order) at random free spots of `region`, keeping their
-    centres >= ~0.8 of the summed radii apart (anisotropic along x by `aniso`), so that
-    neighbours may touch but rarely overlap."""
+                spacing: float, aniso: float, candidates: int, size_scale: float = 1.0) -> None:
+    """Seat nuclei of `names` (in order) at random free spots of `region`, keeping centres
+    at least 0.93 of the sum of their mean radii apart (x shrunk by `aniso`) and clear of other
+    regions, so that elongated or irregular neighbours may touch but rarely overlap."""
     rng = bld.rng
     h, w = regions.shape
     ys = rng.uniform(0, h, candidates)
@@ -213,14 +215,17 @@ def _dart_throw(bld: _Builder, regions: np.ndarray, region: int, names: list[str
             break
         name = names[k]
         m = PROFILES[name].morphology
-        r = 0.5 * spacing * max(1.0, 0.5 * (m.length_um + m.width_um) / 7.0)
+        r = max(0.5 * spacing, 0.25 * bld.px_per_um * (m.length_um + m.width_um) * size_scale)
         xa = x / aniso
         gy, gx = int(y // cell), int(xa // cell)
-        ok = True
+        reach = 0.8 * r
+        ok = aniso > 1 or all(
+            regions[min(max(int(py), 0), h - 1), min(max(int(px), 0), w - 1)] == region
+            for py, px in ((y - reach, x), (y + reach, x), (y, x - reach), (y, x + reach)))
         for dy in (-1, 0, 1):
             for dx in (-1, 0, 1):
                 for oy, ox, orad in grid.get((gy + dy, gx + dx), ()):
-                    if (oy - y) ** 2 + (ox - xa) ** 2 < (0.95 * (r + orad)) ** 2:
+                    if (oy - y) ** 2 + (ox - xa) ** 2 < (0.93 * (r + orad)) ** 2:
                         ok = False
                         break
                 if not ok:
@@ -245,9 +250,9 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
     regions = np.full((h, w), LAMINA_PROPRIA, dtype=np.int8)
     bld = _Builder(rng, ppu, [])
     active = condition == "active_crohns"
-    # Muscularis mucosae: a band of smooth muscle along the bottom, about 45 µm thick.
+    # Muscularis mucosae: a band of smooth muscle along the bottom, about 40 µm thick.
     xs = np.arange(w)
-    top = h - rng.uniform(38, 55) * ppu + rng.uniform(4, 10) * ppu * np.sin(
+    top = h - rng.uniform(32, 48) * ppu + rng.uniform(4, 10) * ppu * np.sin(
         2 * np.pi * xs / (rng.uniform(250, 450) * ppu) + rng.uniform(0, 2 * np.pi))
     regions[np.arange(h)[:, None] >= top[None, :]] = MUSCULARIS
     # Crypts side by side; in the ileum they are shorter and villi fill the upper field.
@@ -258,19 +263,21 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
         regions[: int(villus_zone)] = LUMEN
         vx = rng.uniform(-30, 0) * ppu
         while vx < w + 40 * ppu:
-            vb = rng.uniform(30, 42) * ppu
-            va = rng.uniform(1.0, 1.6) * villus_zone
-            _epithelial_ring(bld, regions, villus_zone - 0.35 * va, vx + vb, va, vb,
-                             rng.normal(0, 0.08), rng.uniform(13, 16) * ppu, False, site,
-                             condition)
-            vx += 2 * vb + rng.uniform(8, 30) * ppu
+            vb = rng.uniform(28, 40) * ppu * (rng.uniform(1.0, 1.4) if active else 1.0)
+            va = max(rng.uniform(0.55, 0.8) * villus_zone, 1.3 * vb)
+            _epithelial_ring(bld, regions, villus_zone - va + rng.uniform(0, 12) * ppu,
+                             vx + vb, va, vb, rng.normal(0, 0.1), rng.uniform(13, 16) * ppu,
+                             False, site, condition)
+            vx += 2 * vb + rng.uniform(6, 30) * ppu
     while x < w + 30 * ppu:
         b = rng.uniform(26, 34) * ppu * (rng.uniform(0.8, 1.35) if active else 1.0)
         gap = rng.uniform(10, 28) * ppu * (rng.uniform(1.0, 2.2) if active else 1.0)
         cx = x + b
         base = float(top[int(np.clip(cx, 0, w - 1))]) - rng.uniform(6, 18) * ppu
-        a = (rng.uniform(0.3, 0.45) * h + 40 * ppu) if ileum else rng.uniform(0.7, 1.0) * h
-        a = max(a, 2.0 * b)
+        if ileum:  # the crypt opens into the villus zone
+            a = max(0.5 * (base - villus_zone) + rng.uniform(0, 15) * ppu, 1.5 * b)
+        else:  # colon crypts run out of the field
+            a = max(rng.uniform(0.7, 1.0) * h, 2.0 * b)
         theta = rng.normal(0.0, 0.2 if active else 0.07)
         if not (active and rng.uniform() < 0.12):  # crypt drop-out in active disease
             _epithelial_ring(bld, regions, base - a, cx, a, b, theta,
@@ -283,7 +290,7 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
     _dart_throw(bld, regions, LAMINA_PROPRIA, _pick(rng, _LP_MIX[condition], n_lp), spacing,
                 1.0, 8 * n_lp + 64)
     mus_area = float((regions == MUSCULARIS).sum())
-    n_mus = int(mus_area / (1.6 * spacing**2))
+    n_mus = int(mus_area / (1.3 * spacing**2))
     _dart_throw(bld, regions, MUSCULARIS, _pick(rng, _MUSCULARIS_MIX, n_mus), 0.8 * spacing,
-                2.4, 8 * n_mus + 64)
+                2.4, 8 * n_mus + 64, size_scale=0.45)
     return Tissue(regions=regions, nuclei=bld.plan())
