@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Literal
 
 import numpy as np
+import polars as pl
 import torch
 import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
@@ -451,3 +452,33 @@ def extract_patches(
         n_tiles=len(ids), seconds=time.perf_counter() - t0,
         peak_open_chunks=assembler.peak_chunks, spills=assembler.spills,
     )
+
+
+def patch_table(labels: pl.DataFrame, features: pl.DataFrame, slide_id: str) -> pl.DataFrame:
+    """The labelled nuclei of one slide with their centroids: nucleus_id, class_index,
+    centroid_y_px, centroid_x_px (class_index >= 0 only).
+
+    Raises SlideInputError when a table belongs to another slide or a labelled nucleus has no
+    features row.
+    """
+    for name, frame in (("nucleus_labels", labels), ("nucleus_features", features)):
+        if "slide_id" in frame.columns:
+            other = frame.filter(pl.col("slide_id") != slide_id)
+            if other.height:
+                raise SlideInputError(
+                    f"The {name} partition of slide {slide_id!r} holds {other.height} rows of "
+                    f"slide {other['slide_id'][0]!r}; re-materialise {name} for {slide_id!r}."
+                )
+    kept = labels.filter(pl.col("class_index") >= 0).select("nucleus_id", "class_index")
+    table = kept.join(
+        features.select("nucleus_id", "centroid_y_px", "centroid_x_px"),
+        on="nucleus_id", how="left",
+    )
+    missing = table.filter(pl.col("centroid_y_px").is_null())
+    if missing.height:
+        raise SlideInputError(
+            f"Slide {slide_id!r}: {missing.height} labelled nuclei have no nucleus_features row "
+            f"(e.g. nucleus_id {missing['nucleus_id'][0]}); labels and features come from "
+            "different segmentations. Re-materialise nucleus_features and nucleus_labels."
+        )
+    return table

@@ -1,0 +1,71 @@
+"""Figures of virtual H&E: a patch gallery per class (like the paper's Fig. 1) and previews.
+
+Everything here returns PNG bytes or arrays; writing them is the caller's business.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pipelines.cell_types import CELL_TYPES
+
+# The stain that defines each class in Table 1, shown in green beside the virtual H&E patch.
+KEY_STAINS: dict[str, str] = {
+    "goblet": "Muc2", "endocrine": "CgA", "epithelial": "PanCK", "progenitor": "Sox9",
+    "fibroblast": "SMA", "stromal": "Vimentin", "monocyte": "CD11B", "macrophage": "CD68",
+    "helper_t": "CD4", "cytotoxic_t": "CD8", "t_cell_receptor": "CD3d", "b_cell": "CD20",
+    "myeloid": "Lysozyme", "leukocyte": "CD45",
+}
+
+
+def green(stain_patch: np.ndarray, low: float, high: float) -> np.ndarray:
+    """(h, w) stain intensities as (h, w, 3) uint8 in green on black, scaled low..high."""
+    scaled = np.clip((np.asarray(stain_patch, np.float32) - low) / max(high - low, 1e-6), 0, 1)
+    out = np.zeros((*scaled.shape, 3), np.uint8)
+    out[..., 1] = np.round(scaled * 255).astype(np.uint8)
+    return out
+
+
+def gallery_png(
+    examples: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
+    title: str = "Virtual H&E patches (left) and the key MxIF stain (right) per class",
+) -> bytes:
+    """A grid: one row per class, each example a (virtual H&E, green stain) pair of patches."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = [c for c in CELL_TYPES if examples.get(c)]
+    n_cols = max((len(examples[c]) for c in classes), default=1)
+    size = (1.1 * 2 * n_cols + 1.2, 1.1 * len(classes) + 0.6)
+    fig, axes = plt.subplots(max(1, len(classes)), 2 * n_cols, figsize=size, squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for r, cell_type in enumerate(classes):
+        for k, (he, stain) in enumerate(examples[cell_type]):
+            axes[r, 2 * k].imshow(he, interpolation="nearest")
+            axes[r, 2 * k + 1].imshow(stain, interpolation="nearest")
+        label = f"{cell_type}\n{KEY_STAINS.get(cell_type, '')}"
+        axes[r, 0].text(
+            -0.1, 0.5, label, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7
+        )
+    fig.suptitle(title, fontsize=8)
+    fig.subplots_adjust(left=0.14, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def thumbnail_png(rgb: np.ndarray, max_px: int = 512) -> bytes:
+    """A PNG of an (h, w, 3) uint8 image shrunk by an integer step to at most `max_px`."""
+    from PIL import Image
+
+    step = max(1, -(-max(rgb.shape[:2]) // max_px))
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb[::step, ::step])).save(buf, format="PNG")
+    return buf.getvalue()
