@@ -91,17 +91,19 @@ def resample_rgb(window: np.ndarray, grid: ResampleGrid) -> np.ndarray:
     if grid.p == grid.q:
         return np.asarray(window)
     h, w, _ = window.shape
-    hp, wp = grid.align(h), grid.align(w)
-    if (hp, wp) != (h, w):  # slide border: extend to whole periods so the step stays p/q
-        window = np.pad(window, ((0, hp - h), (0, wp - w), (0, 0)), mode="edge")
     x = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)[None]
     x = x.contiguous(memory_format=torch.channels_last)
-    out = F.interpolate(
-        x, size=(hp * grid.q // grid.p, wp * grid.q // grid.p), mode="bilinear",
-        align_corners=False, antialias=grid.p > grid.q,
-    )
-    out = out[0].permute(1, 2, 0).numpy()
-    return out[: grid.dst_size(h), : grid.dst_size(w)]
+    if h % grid.p == 0 and w % grid.p == 0:
+        size = {"size": (h * grid.q // grid.p, w * grid.q // grid.p)}
+    else:  # the slide's last tiles: same step, output size rounded down
+        size = {"scale_factor": grid.q / grid.p, "recompute_scale_factor": False}
+    out = F.interpolate(x, mode="bilinear", align_corners=False, antialias=grid.p > grid.q, **size)
+    # Interleaved RGB (y, x, 3) so each patch is one compact block of memory.
+    out = np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
+    dst_h, dst_w = grid.dst_size(h), grid.dst_size(w)
+    if out.shape[0] < dst_h or out.shape[1] < dst_w:  # pragma: no cover, float rounding guard
+        raise AssertionError(f"Resampling {h}x{w} px gave {out.shape[:2]}, not {dst_h}x{dst_w}.")
+    return out[:dst_h, :dst_w]
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,7 @@ class ChunkAssembler:
             for a, b in zip(edges[::2], edges[1::2], strict=True):
                 self._write(start + int(a), buf[a:b])
                 self.blocks_written += 1
-        if len(buf) == self.chunk_rows and len(self._free) < 4:
+        if len(buf) == self.chunk_rows and len(self._free) < 64:
             self._free.append(buf)
 
     def finish(self) -> None:
@@ -373,17 +375,18 @@ def patch_view(
             resampled = np.pad(resampled, pad, mode="reflect")
         origin_y -= pad[0][0]
         origin_x -= pad[1][0]
-    sy, sx, sc = resampled.strides
-    view = as_strided(
-        resampled,
-        shape=(
-            resampled.shape[0] - patch_px + 1, resampled.shape[1] - patch_px + 1,
-            patch_px, patch_px, 3,
-        ),
+    return _positions_view(resampled, patch_px), origin_y + half, origin_x + half
+
+
+def _positions_view(image: np.ndarray, patch_px: int) -> np.ndarray:
+    """Read-only (y, x, P, P, 3) view: [y, x] is the patch whose top-left pixel is (y, x)."""
+    sy, sx, sc = image.strides
+    return as_strided(
+        image,
+        shape=(image.shape[0] - patch_px + 1, image.shape[1] - patch_px + 1, patch_px, patch_px, 3),
         strides=(sy, sx, sy, sx, sc),
         writeable=False,
     )
-    return view, origin_y + half, origin_x + half
 
 
 def cut_patches(
@@ -404,6 +407,23 @@ def cut_patches(
         dst_height_px, dst_width_px, pad_mode, pad_value,
     )
     return view[np.asarray(centre_y) - y0, np.asarray(centre_x) - x0]
+
+
+def _edge_patch(
+    resampled: np.ndarray, oy: int, ox: int, cy: int, cx: int, patch_px: int,
+    dst_height_px: int, dst_width_px: int, pad_mode: str, pad_value: int,
+) -> np.ndarray:
+    """One patch reaching past the slide border: its part inside the slide, padded."""
+    half = patch_px // 2
+    y0, y1 = max(0, cy - half), min(dst_height_px, cy + half + 1)
+    x0, x1 = max(0, cx - half), min(dst_width_px, cx + half + 1)
+    crop = resampled[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+    if crop.shape[:2] != (y1 - y0, x1 - x0):
+        raise AssertionError("The tile window does not cover a border patch; halo too small.")
+    pad = ((y0 - (cy - half), cy + half + 1 - y1), (x0 - (cx - half), cx + half + 1 - x1), (0, 0))
+    if pad_mode == "constant":
+        return np.pad(crop, pad, mode="constant", constant_values=pad_value)
+    return np.pad(crop, pad, mode="reflect")
 
 
 def extract_patches(
@@ -440,12 +460,26 @@ def extract_patches(
         ry1, rx1 = min(plan.src_height_px, y1 + halo), min(plan.src_width_px, x1 + halo)
         resampled = resample_rgb(read_rgb(ry0, rx0, ry1, rx1), grid)
         cy, cx = plan.centre_y[rows], plan.centre_x[rows]
-        view, vy, vx = patch_view(
-            resampled, ry0 * grid.q // grid.p, rx0 * grid.q // grid.p, cy, cx, P,
-            plan.dst_height_px, plan.dst_width_px, params.pad_mode, params.pad_value,
-        )
-        iy, ix = cy - vy, cx - vx
-        assembler.add(rows, lambda i, view=view, iy=iy, ix=ix: view[iy[i], ix[i]])
+        oy, ox = ry0 * grid.q // grid.p, rx0 * grid.q // grid.p
+        h, w = resampled.shape[:2]
+        half = P // 2
+        inside = (cy - half >= oy) & (cx - half >= ox) & (cy + half < oy + h) & (cx + half < ox + w)
+        view = _positions_view(resampled, P)
+        iy, ix = cy - half - oy, cx - half - ox
+
+        def cut(i, view=view, iy=iy, ix=ix, inside=inside, cy=cy, cx=cx, oy=oy, ox=ox, r=resampled):
+            ok = inside[i]
+            if ok.all():
+                return view[iy[i], ix[i]]
+            out = np.empty((len(i), P, P, 3), np.uint8)
+            out[ok] = view[iy[i][ok], ix[i][ok]]
+            for k in np.flatnonzero(~ok):  # reaches past the slide border: pad this one alone
+                out[k] = _edge_patch(r, oy, ox, int(cy[i[k]]), int(cx[i[k]]), P,
+                                     plan.dst_height_px, plan.dst_width_px,
+                                     params.pad_mode, params.pad_value)
+            return out
+
+        assembler.add(rows, cut)
     assembler.finish()
     return PatchSummary(
         slide_id=plan.slide_id, n_patches=plan.n_patches, n_edge=int(plan.edge.sum()),
