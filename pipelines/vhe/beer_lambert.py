@@ -112,7 +112,6 @@ class BeerLambertParams:
     high_percentile: float = 99.5
     min_contrast_sigma: float = 8.0
     missing: Literal["error", "ignore"] = "error"
-    sample_pixels: int = 500_000
     nuclear_stain: str = NUCLEAR_STAIN
 
     def __post_init__(self) -> None:
@@ -196,12 +195,15 @@ def fit_normalisation(
             f"Slide {slide_id!r}: the calibration sample must be (stain, n) with {len(stains)} "
             f"stains and n > 0, got {sample.shape}."
         )
-    glass, background, high = np.percentile(
-        sample,
-        [params.glass_percentile, params.background_percentile, params.high_percentile],
-        axis=1,
-    )
-    mad = np.median(np.abs(sample - background[:, None]), axis=1) * 1.4826
+    levels = np.empty((3, len(stains)), np.float64)
+    mad = np.empty(len(stains), np.float64)
+    for i, values in enumerate(sample):  # one stain at a time keeps the copies small
+        levels[:, i] = np.percentile(
+            values,
+            [params.glass_percentile, params.background_percentile, params.high_percentile],
+        )
+        mad[i] = np.median(np.abs(values - np.float32(levels[1, i]))) * 1.4826
+    glass, background, high = levels
     high = np.maximum(high, background + params.min_contrast_sigma * mad)
     nuclear = list(stains).index(params.nuclear_stain)
     if high[nuclear] <= background[nuclear]:
@@ -222,6 +224,7 @@ class BeerLambertBackend(VirtualHEBackend):
 
     name = "beer_lambert"
     halo_px = 16
+    STRIP_PIXELS = 1 << 15
 
     def __init__(
         self,
@@ -271,22 +274,32 @@ class BeerLambertBackend(VirtualHEBackend):
                 "The Beer-Lambert backend is not calibrated: call calibrate(sample, slide_id) "
                 "with a pixel sample of the slide first (render_slide does this)."
             )
-        x = self.select(window, stains)
+        self.select(window[:, :0, :0], stains)  # checks shape and stains without copying
+        order = [list(stains).index(st) for st in self._stains]
+        x = window if order == list(range(len(stains))) else window[order]
         s, h, w = x.shape
-        flat = x.reshape(s, h * w)
         norm = self.normalisation
-        tissue_scale = 1.0 / np.maximum(norm.background - norm.glass, 1e-6)
-        tissue = (flat - norm.glass[:, None]) * (tissue_scale / s).astype(np.float32)[:, None]
-        tissue = tissue.sum(axis=0).reshape(h, w)
+        tissue_scale = (1.0 / np.maximum(norm.background - norm.glass, 1e-6) / s).astype(
+            np.float32
+        )
+        signal_scale = (1.0 / (norm.high - norm.background)).astype(np.float32)
+        dyes = np.empty((2, h * w), np.float32)
+        tissue = np.empty(h * w, np.float32)
+        rows = max(1, self.STRIP_PIXELS // max(w, 1))
+        for r0 in range(0, h, rows):  # strips keep the float temporaries in cache
+            a, b = r0 * w, min(h, r0 + rows) * w
+            strip = x[:, r0 : r0 + rows].reshape(s, -1).astype(np.float32)
+            tissue[a:b] = tissue_scale @ (strip - norm.glass[:, None])
+            strip -= norm.background[:, None]
+            strip *= signal_scale[:, None]
+            np.clip(strip, 0.0, 1.0, out=strip)
+            dyes[:, a:b] = self._dye_weights @ strip  # hematoxylin, eosin amounts
+        tissue = tissue.reshape(h, w)
         sigma_px = self.p.tissue_sigma_um / mpp
         if sigma_px > 0:
             truncate = min(4.0, self.halo_px / sigma_px)
             tissue = ndimage.gaussian_filter(tissue, sigma_px, mode="reflect", truncate=truncate)
         np.clip(tissue, 0.0, 1.0, out=tissue)
-        n = flat - norm.background[:, None]
-        n *= (1.0 / (norm.high - norm.background)).astype(np.float32)[:, None]
-        np.clip(n, 0.0, 1.0, out=n)
-        dyes = self._dye_weights @ n  # (2, N): hematoxylin, eosin amounts
         dyes[1] += np.float32(self.p.eosin_floor) * tissue.reshape(-1)
         od = self._dye_od.astype(np.float32) @ dyes  # (3, N)
         return od.reshape(3, h, w)

@@ -43,7 +43,7 @@ class StreamParams:
     """`tile_px`: core size of a rendering tile (slide pixels); `sample_pixels`: calibration."""
 
     tile_px: int = 1024
-    sample_pixels: int = 500_000
+    sample_pixels: int = 250_000
 
     def __post_init__(self) -> None:
         if self.tile_px <= 0 or self.sample_pixels <= 0:
@@ -80,8 +80,11 @@ def sample_slide(
         xs = -(-tile.x0 // step) * step
         if ys >= tile.y1 or xs >= tile.x1:
             continue
-        window = slide.read(ys, xs, tile.y1, tile.x1, stains)
-        parts.append(window[:, ::step, ::step].reshape(len(stains), -1).astype(np.float32))
+        parts.append(np.stack([  # stain by stain: memory holds one plane, not the tile
+            slide.read(ys, xs, tile.y1, tile.x1, [stain])[0, ::step, ::step].astype(np.float32)
+            .ravel()
+            for stain in stains
+        ]))
     return np.concatenate(parts, axis=1)
 
 
