@@ -69,3 +69,32 @@ def thumbnail_png(rgb: np.ndarray, max_px: int = 512) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb[::step, ::step])).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def colour_statistics(rgb: np.ndarray) -> dict[str, list[float]]:
+    """Colour statistics of H&E pixels (..., 3) uint8, to compare renderings with real H&E.
+
+    mean/std per RGB channel; mean/std of optical density OD = -ln((I + 1) / 256) per channel;
+    mean/std of the hematoxylin, eosin and DAB amounts of skimage.color.rgb2hed; the mean RGB of
+    the darkest 3% of pixels (nuclei) and of light pink pixels (stroma: R > B + 8, total OD
+    0.3-1.2), which do not depend on how much of each the tissue holds.
+    """
+    from skimage.color import rgb2hed
+
+    px = np.asarray(rgb, np.uint8).reshape(-1, 3)
+    f = px.astype(np.float64)
+    od = -np.log((f + 1.0) / 256.0)
+    hed = rgb2hed(px.reshape(-1, 1, 3)).reshape(-1, 3)
+    total = od.sum(axis=1)
+    pink = (f[:, 0] - f[:, 2] > 8) & (total > 0.3) & (total < 1.2)
+
+    def r(v):
+        return [round(float(x), 4) for x in v]
+
+    return {
+        "rgb_mean": r(f.mean(0)), "rgb_std": r(f.std(0)),
+        "od_mean": r(od.mean(0)), "od_std": r(od.std(0)),
+        "hed_mean": r(hed.mean(0)), "hed_std": r(hed.std(0)),
+        "nuclei_rgb": r(f[total >= np.quantile(total, 0.97)].mean(0)),
+        "stroma_rgb": r(f[pink].mean(0)) if pink.any() else [float("nan")] * 3,
+    }
