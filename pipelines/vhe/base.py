@@ -14,7 +14,7 @@ a backend without per-slide state returns itself.
 
 Life cycle of one slide:
 
-    backend.check_stains(reader.info.stains, source=slide_id)       # clear StainError if missing
+    backend = backend.for_stains(reader.info.stains, source=slide_id)  # StainError if missing
     slide_backend = backend.calibrate(sample, slide_id)             # per-slide normalisation
     rgb = slide_backend.render(window, stains, mpp)                 # per tile, window with halo
 """
@@ -47,6 +47,14 @@ class VirtualHEBackend(abc.ABC):
     def check_stains(self, available: Iterable[str], *, source: str) -> None:
         """Raise StainError naming every stain the rendering needs that `available` lacks."""
         require_stains(available, self.stains, source=source)
+
+    def for_stains(self, available: Sequence[str], *, source: str) -> VirtualHEBackend:
+        """The backend to use for a slide with stains `available` (default: check, return self).
+
+        A backend that can render without some stains may return a narrower copy instead.
+        """
+        self.check_stains(available, source=source)
+        return self
 
     def calibrate(self, sample: np.ndarray, slide_id: str) -> VirtualHEBackend:
         """A backend fitted to one slide from a (stain, n) pixel sample in `stains` order.
