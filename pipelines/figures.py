@@ -167,6 +167,8 @@ def slide_map_figure(slides: Sequence[SlideMap], cell_types: Sequence[str] = CEL
             elif idx is None:
                 ax.text(0.5, 0.5, "virtual H&E not available\n(materialise virtual_he)",
                         ha="center", va="center", transform=ax.transAxes, fontsize=9)
+                ax.set_xticks([])
+                ax.set_yticks([])
             if idx is not None:
                 k = np.where(np.asarray(idx) >= 0, idx, len(cell_types))
                 ax.scatter(sm.centroid_x_um, sm.centroid_y_um, s=4, c=colours[k],

@@ -1,51 +1,47 @@
-"""Classifier weights and training state per fold, written atomically.
+"""Classifier weights and resumable training state per fold, as storage/checkpoints folders.
 
 Layout under layout.models_dir:
 
     classifier/fold=<k>/
-        model.pt            the kept weights (lowest validation loss): a torch state dict
-        model.json          metadata: best step and loss, history, settings, timing, ...
-        training_state.pt   everything needed to resume an interrupted run; removed when done
+        model/       kind "classifier": part "model" = the kept weights (lowest validation
+                     loss); metadata: best step and loss, history, settings, timing, ...
+        training/    kind "classifier_training": everything an interrupted run resumes from
+                     (model, optimizer, scheduler, scaler, kept weights, loop counters);
+                     removed when the fold finishes
 
-Files are loaded with `torch.load(weights_only=True)`: tensors, numbers, strings, lists and
-dicts only, never code.
+Each folder is replaced atomically (storage/checkpoints.py); files load with
+`torch.load(weights_only=True)`: tensors, numbers, strings, lists and dicts only, never code.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.checkpoints import (
+    checkpoint_exists,
+    load_checkpoint,
+    read_checkpoint_sidecar,
+    save_checkpoint,
+)
 from storage.errors import StoreLayoutError
 
-MODEL_FILE = "model.pt"
-METADATA_FILE = "model.json"
-STATE_FILE = "training_state.pt"
+MODEL_KIND = "classifier"
+TRAINING_KIND = "classifier_training"
+# Parts of a training state that are state dicts; every other key travels in the "loop" part.
+_STATE_PARTS = ("model", "optimizer", "scheduler", "scaler", "best_state")
 
 
 def fold_dir(models_dir: Path, fold: int) -> Path:
     return Path(models_dir) / "classifier" / f"fold={int(fold)}"
 
 
-def _save_torch(path: Path, obj: Any) -> str:
-    """Save atomically; returns the file's sha256."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-        with open(tmp, "rb+") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
-            os.fsync(fh.fileno())
-    return digest
-
-
 def load_state_file(path: Path) -> dict[str, Any]:
-    """A torch file of plain data (a state dict, a training state) on the CPU."""
+    """A plain torch state-dict file (e.g. torchvision's ImageNet ResNet-18) on the CPU."""
     path = Path(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -56,50 +52,48 @@ def load_state_file(path: Path) -> dict[str, Any]:
 
 
 def save_training_state(directory: Path, state: Mapping[str, Any]) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory)
-    _save_torch(directory / STATE_FILE, dict(state))
-    return directory / STATE_FILE
+    """Replace the fold's resumable state (`directory` is the fold folder)."""
+    parts = {name: state[name] for name in _STATE_PARTS if name in state}
+    parts["loop"] = {k: v for k, v in state.items() if k not in _STATE_PARTS}
+    return save_checkpoint(Path(directory) / "training", parts,
+                           {"step": int(state.get("step", 0))}, kind=TRAINING_KIND)
 
 
 def load_training_state(directory: Path) -> dict[str, Any] | None:
     """The saved state of an interrupted run, or None when there is none."""
-    path = Path(directory) / STATE_FILE
-    return load_state_file(path) if path.is_file() else None
+    path = Path(directory) / "training"
+    if not checkpoint_exists(path):
+        return None
+    checkpoint = load_checkpoint(path, kind=TRAINING_KIND)
+    parts = dict(checkpoint.state_dicts)
+    loop = dict(parts.pop("loop", {}))
+    return {**loop, **parts}
 
 
 def clear_training_state(directory: Path) -> None:
-    (Path(directory) / STATE_FILE).unlink(missing_ok=True)
+    shutil.rmtree(Path(directory) / "training", ignore_errors=True)
 
 
 def save_model(
     directory: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
 ) -> Path:
-    """Write the weights, then the metadata naming their sha256 (its presence marks a
-    complete model)."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(directory)
-    cpu = {k: v.detach().cpu() for k, v in state_dict.items()}
-    digest = _save_torch(directory / MODEL_FILE, cpu)
-    text = json.dumps({**metadata, "model_sha256": digest}, indent=2, sort_keys=True,
-                      default=str)
-    with atomic_path(directory / METADATA_FILE) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return directory / MODEL_FILE
+    """Write the fold's kept weights and their metadata (JSON-safe values)."""
+    return save_checkpoint(Path(directory) / "model", {"model": state_dict}, metadata,
+                           kind=MODEL_KIND)
 
 
 def load_model_metadata(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / METADATA_FILE
-    if not path.is_file():
+    path = Path(directory) / "model"
+    if not checkpoint_exists(path):
         raise StoreLayoutError(
             f"No trained classifier in {directory}: materialise the classifier asset for it."
         )
-    return json.loads(path.read_text(encoding="utf-8"))
+    return dict(read_checkpoint_sidecar(path, kind=MODEL_KIND)["metadata"])
 
 
 def load_model(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of a fold's kept weights."""
-    metadata = load_model_metadata(directory)
-    return load_state_file(Path(directory) / MODEL_FILE), metadata
+    if not checkpoint_exists(Path(directory) / "model"):
+        load_model_metadata(directory)  # raises the helpful error
+    checkpoint = load_checkpoint(Path(directory) / "model", kind=MODEL_KIND, parts=["model"])
+    return dict(checkpoint.state_dicts["model"]), checkpoint.metadata

@@ -16,7 +16,8 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ class TrainParams:
     reuse: float = 2.0
     loader_threads: int = 2
     eval_batch_size: int = 1024
+    cpu_threads: int = 0  # torch threads on CPU; 0 leaves torch's default
 
     def loader_params(self) -> LoaderParams:
         return LoaderParams(
@@ -72,7 +74,7 @@ class TrainParams:
 # Settings that change only speed, not the weights a run ends with: a checkpoint written under
 # other values of these may be resumed.
 _SPEED_ONLY = ("device", "amp", "channels_last", "loader_threads", "eval_batch_size",
-               "checkpoint_interval")
+               "checkpoint_interval", "cpu_threads")
 
 
 @dataclass
@@ -91,6 +93,20 @@ class TrainResult:
     precision: str
     classes_trained: list[int]
     loader: LoaderStats = field(default_factory=LoaderStats)
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch CPU threads (0: leave the current setting)."""
+    if n <= 0:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def pick_device(name: str = "auto") -> torch.device:

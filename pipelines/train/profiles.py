@@ -24,7 +24,7 @@ PROFILES: dict[str, TrainParams] = {
     "demo": TrainParams(
         steps=60, batch_size=32, val_interval=20, val_per_class=24,
         checkpoint_interval=20, augment=False, reservoir_rows=512, reuse=2.0,
-        loader_threads=1, eval_batch_size=256,
+        loader_threads=1, eval_batch_size=256, cpu_threads=1,
     ),
 }
 

@@ -16,6 +16,7 @@ from dagster_project.defs.training import wiring
 from dagster_project.partitions import fold_partitions
 from dagster_project.resources import DataRoot
 from pipelines.evaluate import frame_markdown, metrics_table_markdown
+from pipelines.train.loop import torch_threads
 from pipelines.train.model import RandomInitWarning
 from pipelines.train.profiles import PROFILE_ENV, training_profile
 from pipelines.train.split import SplitParams, check_folds, make_folds
@@ -30,7 +31,9 @@ class FoldSplitConfig(dg.Config):
 
 class ClassifierConfig(dg.Config):
     """`profile` demo (CPU minutes) or paper (§2.4: 20,000 steps at batch 256); fields set
-    here override the profile. `resnet18_weights`: a local ImageNet file (never downloaded)."""
+    here override the profile. `resnet18_weights`: a local ImageNet file (never downloaded).
+    `cpu_threads`: torch threads on CPU (None: the profile's, 1 for the demo; 0: torch's
+    default). `resume`: continue an interrupted run of the same settings and slides."""
 
     profile: str = os.environ.get(PROFILE_ENV, "demo")
     steps: int | None = None
@@ -40,6 +43,7 @@ class ClassifierConfig(dg.Config):
     seed: int | None = None
     resnet18_weights: str | None = None
     resume: bool = True
+    cpu_threads: int | None = None
 
 
 @dg.asset(key="fold_split", group_name="classifier", deps=["slide_manifest"],
@@ -75,7 +79,8 @@ def classifier(
     validation loss, and predict every patch of its test patients."""
     fold = int(context.partition_key)
     params = training_profile(config.profile, steps=config.steps, batch_size=config.batch_size,
-                              augment=config.augment, device=config.device, seed=config.seed)
+                              augment=config.augment, device=config.device, seed=config.seed,
+                              cpu_threads=config.cpu_threads)
     inputs = wiring.load_fold(data_root.layout, fold, config.resnet18_weights)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RandomInitWarning)
@@ -83,8 +88,9 @@ def classifier(
     for w in caught:
         context.log.warning(str(w.message))
     started = time.perf_counter()
-    result = wiring.train_fold(inputs, model, params, config.resume, context.log)
-    metrics, n_pred = wiring.predict_fold(inputs, model, params)
+    with torch_threads(params.cpu_threads):
+        result = wiring.train_fold(inputs, model, params, config.resume, context.log)
+        metrics, n_pred = wiring.predict_fold(inputs, model, params)
     seconds = time.perf_counter() - started
     context.log.info(f"fold {fold}: best step {result.best_step}, {seconds:.0f} s")
     return dg.MaterializeResult(metadata={
