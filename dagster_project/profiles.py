@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-PAPER_RUN_CONFIG: dict = {"ops": {}}
+PAPER_RUN_CONFIG: dict = {
+    "ops": {
+        # §2.4: 20,000 steps at batch 256 per fold (pipelines/train/profiles.py "paper").
+        "classifier": {"config": {"profile": "paper"}},
+    }
+}
 
 
 def run_config_for(profile: str) -> dict:
