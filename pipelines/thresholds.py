@@ -10,9 +10,12 @@ Automatic methods (deterministic: no random numbers, fixed bins and iterations, 
   between the smallest and largest value; the cut-off is the upper edge of the last bin of the
   lower class.
 - `gmm2_log1p` (default): a two-component Gaussian mixture on log1p(mean intensity), started
-  from the Otsu split and run for a fixed 200 EM iterations; the cut-off is where the weighted
+  from the Otsu split and run for a fixed 200 EM iterations on a 1024-bin histogram; the cut-off is where the weighted
   densities of the two components cross between their means (the posterior is 1/2). When the
-  mixture finds no crossing there, the Otsu cut-off is used and the note says so.
+  two components are not separated (Ashman's D < `min_separation`, default 2: one population,
+  e.g. a stain no nucleus of the slide carries), the cut-off is the mean + 3 SD of the log1p
+  intensities (or the Otsu cut-off if higher), so only outliers count as positive. When the
+  mixture finds no crossing, the Otsu cut-off is used. The note says which case applied.
 A slide with fewer than `min_nuclei` nuclei, or no spread in a stain, gets its largest value as
 threshold (no nucleus positive) and a note that says why.
 
@@ -59,6 +62,7 @@ class AutoThresholdParams:
     bins: int = 256
     em_iterations: int = 200
     min_nuclei: int = 20
+    min_separation: float = 2.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -75,7 +79,10 @@ class AutoThresholdParams:
         """The method as stored beside each threshold, with the settings that shape it."""
         if self.method == "otsu_log1p":
             return f"otsu_log1p(bins={self.bins})"
-        return f"gmm2_log1p(bins={self.bins},iterations={self.em_iterations})"
+        return (
+            f"gmm2_log1p(bins={self.bins},iterations={self.em_iterations},"
+            f"min_d={self.min_separation})"
+        )
 
 
 @dataclass(frozen=True)
@@ -106,30 +113,53 @@ def _gaussian(x: np.ndarray, mean: float, var: float) -> np.ndarray:
     return np.exp(-0.5 * (x - mean) ** 2 / var) / math.sqrt(2.0 * math.pi * var)
 
 
-def _gmm_log(values: np.ndarray, start: float, iterations: int) -> float | None:
-    """Crossing point of a two-Gaussian mixture fitted by EM from the split at `start`."""
-    low, high = values[values <= start], values[values > start]
-    if low.size < 2 or high.size < 2:
+def _gmm_log(
+    values: np.ndarray, start: float, bins: int, iterations: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(weights, means, variances), ordered by mean, of a two-Gaussian mixture fitted by EM
+    from the split at `start`; None when a component empties.
+
+    EM runs on the histogram (bin centres weighted by counts, 4x the Otsu bins), so its cost
+    does not grow with the number of nuclei and the result does not depend on row order.
+    """
+    counts, edges = np.histogram(values, bins=4 * bins, range=(values.min(), values.max()))
+    x = (edges[:-1] + edges[1:]) / 2.0
+    n = counts.astype(np.float64)
+    low, high = x <= start, x > start
+    if n[low].sum() < 2 or n[high].sum() < 2:
         return None
-    floor = max(float(np.var(values)) * 1e-4, 1e-8)
-    weights = np.array([low.size, high.size], dtype=np.float64) / values.size
-    means = np.array([low.mean(), high.mean()])
-    variances = np.maximum(np.array([low.var(), high.var()]), floor)
+    width = float(edges[1] - edges[0])
+    floor = max(width * width / 12.0, 1e-8)
+    total_n = n.sum()
+    mass = np.array([n[low].sum(), n[high].sum()])
+    weights = mass / total_n
+    means = np.array([(n[low] * x[low]).sum(), (n[high] * x[high]).sum()]) / mass
+    variances = np.maximum(np.array([
+        (n[low] * (x[low] - means[0]) ** 2).sum() / mass[0],
+        (n[high] * (x[high] - means[1]) ** 2).sum() / mass[1],
+    ]), floor)
     for _ in range(iterations):
-        dens = np.stack([weights[k] * _gaussian(values, means[k], variances[k]) for k in (0, 1)])
-        total = np.maximum(dens.sum(axis=0), 1e-300)
-        resp = dens / total
+        dens = np.stack([weights[k] * _gaussian(x, means[k], variances[k]) for k in (0, 1)])
+        resp = dens / np.maximum(dens.sum(axis=0), 1e-300) * n
         mass = resp.sum(axis=1)
         if np.any(mass < 1e-9):
             return None
-        weights = mass / values.size
-        means = (resp @ values) / mass
+        weights = mass / total_n
+        means = (resp @ x) / mass
         variances = np.maximum(
-            np.array([(resp[k] * (values - means[k]) ** 2).sum() / mass[k] for k in (0, 1)]),
-            floor,
+            np.array([(resp[k] * (x - means[k]) ** 2).sum() / mass[k] for k in (0, 1)]), floor
         )
     order = np.argsort(means)
-    w, m, v = weights[order], means[order], variances[order]
+    return weights[order], means[order], variances[order]
+
+
+def _separation(m: np.ndarray, v: np.ndarray) -> float:
+    """Ashman's D: distance of the means in units of the pooled SD; > 2 is a clean split."""
+    return float(abs(m[1] - m[0]) * math.sqrt(2.0 / (v[0] + v[1])))
+
+
+def _crossing(w: np.ndarray, m: np.ndarray, v: np.ndarray) -> float | None:
+    """Where w0 N(x; m0, v0) = w1 N(x; m1, v1) between the two means, if anywhere."""
     # Solve w0 N(x; m0, v0) = w1 N(x; m1, v1) for x between the means.
     a = 1.0 / v[1] - 1.0 / v[0]
     b = 2.0 * (m[0] / v[0] - m[1] / v[1])
@@ -161,11 +191,23 @@ def auto_threshold(intensities: np.ndarray, params: AutoThresholdParams) -> Auto
     cut = _otsu_log(logs, params.bins)
     note = ""
     if params.method == "gmm2_log1p":
-        crossing = _gmm_log(logs, cut, params.em_iterations)
-        if crossing is None:
-            note = "mixture found no crossing between its means; Otsu cut-off used"
+        fitted = _gmm_log(logs, cut, params.bins, params.em_iterations)
+        if fitted is None:
+            note = "mixture lost a component; Otsu cut-off used"
+        elif _separation(fitted[1], fitted[2]) < params.min_separation:
+            mean, sd = float(logs.mean()), float(logs.std())
+            cut = max(cut, mean + 3.0 * sd)
+            note = (
+                f"no separate positive population (Ashman's D "
+                f"{_separation(fitted[1], fitted[2]):.2f} < {params.min_separation}): "
+                "cut-off at mean + 3 SD of log1p intensities"
+            )
         else:
-            cut = crossing
+            crossing = _crossing(*fitted)
+            if crossing is None:
+                note = "mixture found no crossing between its means; Otsu cut-off used"
+            else:
+                cut = crossing
     return AutoThreshold(float(np.expm1(cut)), params.label, note)
 
 

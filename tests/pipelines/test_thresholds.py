@@ -93,7 +93,7 @@ def test_manual_thresholds_win_and_every_row_says_where_it_came_from() -> None:
     assert by_stain["CD3d"]["set_by"] == "ana"
     assert by_stain["CD3d"]["note"] == "checked, twice"
     assert by_stain["PanCK"]["source"] == "auto"
-    assert by_stain["PanCK"]["method"] == "gmm2_log1p(bins=256,iterations=200)"
+    assert by_stain["PanCK"]["method"] == "gmm2_log1p(bins=256,iterations=200,min_d=2.0)"
     assert rows["threshold_version"].n_unique() == 1
     assert rows["slide_id"].to_list() == ["S1"] * 3
     assert rows.columns == [
@@ -151,3 +151,11 @@ def test_review_figure_is_a_png() -> None:
     png = review_figure_png("S1", features, rows)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > 5000
+
+
+def test_one_population_gives_few_positives() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.lognormal(np.log(150.0), 0.4, 5000)
+    found = auto_threshold(values, AutoThresholdParams())
+    assert float((values > found.threshold).mean()) < 0.01
+    assert "no separate positive population" in found.note
