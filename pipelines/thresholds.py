@@ -10,12 +10,13 @@ Automatic methods (deterministic: no random numbers, fixed bins and iterations, 
   between the smallest and largest value; the cut-off is the upper edge of the last bin of the
   lower class.
 - `gmm2_log1p` (default): a two-component Gaussian mixture on log1p(mean intensity), started
-  from the Otsu split and run for a fixed 200 EM iterations on a 1024-bin histogram; the cut-off is where the weighted
-  densities of the two components cross between their means (the posterior is 1/2). When the
-  two components are not separated (Ashman's D < `min_separation`, default 2: one population,
-  e.g. a stain no nucleus of the slide carries), the cut-off is the mean + 3 SD of the log1p
-  intensities (or the Otsu cut-off if higher), so only outliers count as positive. When the
-  mixture finds no crossing, the Otsu cut-off is used. The note says which case applied.
+  from the Otsu split and run for a fixed 200 EM iterations on a 1024-bin histogram; the
+  cut-off is where the weighted densities of the two components cross between their means
+  (the posterior is 1/2). When the two components are not separated (Ashman's D below
+  `min_separation`, default 2: one population, e.g. a stain no nucleus of the slide carries),
+  the cut-off is the mean + 3 SD of the log1p intensities (or the Otsu cut-off if higher), so
+  only outliers count as positive. When the mixture finds no crossing, the Otsu cut-off is
+  used. The note says which case applied.
 A slide with fewer than `min_nuclei` nuclei, or no spread in a stain, gets its largest value as
 threshold (no nucleus positive) and a note that says why.
 
