@@ -127,11 +127,11 @@ def label_slide(
         con.register("stain_thresholds", thresholds.to_arrow())
         con.execute(positivity_view_sql(needed))
         con.execute(rules.sql)
-        result = con.execute(
+        result = con.sql(
             "SELECT p.nucleus_id, p.slide_id, c.cell_type, c.excluded_at_step, "
             "p.threshold_version FROM marker_positivity AS p "
             "JOIN nucleus_cell_type AS c ON c.nucleus_id = p.nucleus_id ORDER BY p.nucleus_id"
-        ).fetch_arrow_table()
+        ).to_arrow_table()
     finally:
         con.close()
     frame = pl.from_arrow(result)

@@ -140,6 +140,24 @@ def query_catalog(db_path: Path, sql: str, parameters: Sequence | Mapping | None
         raise StoreLayoutError(f"No catalog at {db_path}: materialise nucleus_catalog first.")
     con = duckdb.connect(str(db_path), read_only=True)
     try:
-        return pl.from_arrow(con.execute(sql, parameters).fetch_arrow_table())
+        return pl.from_arrow(con.sql(sql, params=parameters).to_arrow_table())
     finally:
         con.close()
+
+
+CATALOG_VIEWS_SQL = "catalog_views.sql"
+DEFAULT_RULES_SQL = "cell_type_rules.sql"
+
+
+def project_catalog_spec(
+    layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
+) -> CatalogSpec:
+    """The project's catalog: dataset views, then marker_positivity, the rules, the summaries.
+
+    `positivity_sql` is generated from the cohort's validated stain keys (see
+    pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.
+    """
+    return CatalogSpec(
+        sources=layout_sources(layout),
+        scripts=(positivity_sql, read_sql(rules_sql), read_sql(CATALOG_VIEWS_SQL)),
+    )
