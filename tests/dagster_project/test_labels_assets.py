@@ -128,3 +128,25 @@ def test_editing_the_csv_relabels_only_the_touched_slide(stage) -> None:
     assert _stale(instance) == {"stain_thresholds": {"S2"}, "nucleus_labels": set()}
     assert _run_slide(layout, instance, "S2", [stain_thresholds], figures=False).success
     assert _stale(instance) == {"stain_thresholds": set(), "nucleus_labels": set()}
+
+
+def test_sensor_requests_runs_only_for_slides_whose_rows_changed(tmp_path) -> None:
+    from dagster_project.defs.labels.sensors import thresholds_csv_sensor
+
+    layout = DataLayout(tmp_path)
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("slides", ["S1", "S2", "S3"])
+    csv = tmp_path / "thresholds.csv"
+    csv.write_text("slide_id,stain,threshold\nS1,CD4,10\nS2,CD8,20\n")
+
+    def tick(cursor: str | None) -> dg.SensorResult:
+        context = dg.build_sensor_context(instance=instance, cursor=cursor,
+                                          resources=_resources(layout))
+        return thresholds_csv_sensor(context)
+
+    first = tick(None)
+    assert not first.run_requests
+    csv.write_text("slide_id,stain,threshold\nS1,CD4,10\nS2,CD8,25\nS3,CD3d,5\n")
+    second = tick(first.cursor)
+    assert sorted(r.partition_key for r in second.run_requests) == ["S2", "S3"]
+    assert not tick(second.cursor).run_requests
