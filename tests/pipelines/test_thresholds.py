@@ -93,7 +93,7 @@ def test_manual_thresholds_win_and_every_row_says_where_it_came_from() -> None:
     assert by_stain["CD3d"]["set_by"] == "ana"
     assert by_stain["CD3d"]["note"] == "checked, twice"
     assert by_stain["PanCK"]["source"] == "auto"
-    assert by_stain["PanCK"]["method"] == "gmm2_log1p(bins=256,iterations=200,min_d=2.0)"
+    assert by_stain["PanCK"]["method"] == "otsu_log1p(bins=256,iterations=200,min_d=2.0)"
     assert rows["threshold_version"].n_unique() == 1
     assert rows["slide_id"].to_list() == ["S1"] * 3
     assert rows.columns == [

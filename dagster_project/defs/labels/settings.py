@@ -22,7 +22,7 @@ class LabelSettings(dg.ConfigurableResource):
 
     thresholds_csv: str = ""
     catalog_db: str = ""
-    auto_method: str = "gmm2_log1p"
+    auto_method: str = "otsu_log1p"
     catalog_rules_sql: str = DEFAULT_RULES_SQL
     review_figures: bool = True
 
