@@ -85,6 +85,17 @@ def positivity_view_sql(stain_keys: Iterable[str]) -> str:
     )
 
 
+def empty_positivity_view_sql(stain_keys: Iterable[str]) -> str:
+    """SQL creating an empty `marker_positivity` with these BOOLEAN columns, for a catalog of a
+    cohort that has no thresholds yet (every view still opens, with no rows)."""
+    keys = checked_stain_keys(stain_keys)
+    columns = ", ".join(f"NULL::BOOLEAN AS {quote_identifier(k)}" for k in keys)
+    return (
+        "CREATE OR REPLACE VIEW marker_positivity AS SELECT NULL::BIGINT AS nucleus_id, "
+        f"NULL::VARCHAR AS slide_id, NULL::VARCHAR AS threshold_version, {columns} WHERE FALSE;\n"
+    )
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """A rule file's SQL text and the stains it reads (canonical names)."""

@@ -8,7 +8,8 @@ mean intensities, so per-slide brightness differences do not move the cut-off.
 Automatic methods (deterministic: no random numbers, fixed bins and iterations, plain numpy),
 both on log1p(mean intensity), so a per-slide gain is a shift:
 - `otsu_log1p` (default): Otsu's threshold on a histogram of 256 equal bins between the
-  smallest and largest value; the cut-off is the upper edge of the last bin of the lower class.
+  smallest and largest value; the cut-off is the upper edge of the last bin of the lower class,
+  or, when several cuts tie (an empty gap between the populations), the middle of the gap.
 - `gmm2_log1p`: a two-component Gaussian mixture, started from the Otsu split; the cut-off is
   where the weighted densities of the two components cross between their means (posterior 1/2).
 Both first fit the two-component mixture (a fixed 200 EM iterations on a 1024-bin histogram, so
@@ -111,8 +112,13 @@ def _otsu_log(values: np.ndarray, bins: int) -> float:
     mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1.0)
     between = weight_low * weight_high * (mean_low - mean_high) ** 2
     between[weight_high == 0] = -1.0
-    best = int(np.argmax(between[:-1]))
-    return float(edges[best + 1])
+    between = between[:-1]
+    first = int(np.argmax(between))
+    # Across an empty gap between the populations the criterion is flat: cut in its middle.
+    last = first
+    while last + 1 < between.size and between[last + 1] >= between[first] * (1.0 - 1e-12):
+        last += 1
+    return float((edges[first + 1] + edges[last + 1]) / 2.0)
 
 
 def _gaussian(x: np.ndarray, mean: float, var: float) -> np.ndarray:

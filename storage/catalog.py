@@ -29,6 +29,11 @@ MANIFEST_COLUMNS = (
     "slide_id VARCHAR, patient_id VARCHAR, site VARCHAR, condition VARCHAR, path VARCHAR, "
     "mpp DOUBLE, content_sha256 VARCHAR"
 )
+FEATURE_COLUMNS = "nucleus_id BIGINT, slide_id VARCHAR"
+THRESHOLD_COLUMNS = (
+    "slide_id VARCHAR, stain VARCHAR, stain_key VARCHAR, threshold DOUBLE, source VARCHAR, "
+    "method VARCHAR, set_by VARCHAR, note VARCHAR, threshold_version VARCHAR"
+)
 LABEL_COLUMNS = (
     "nucleus_id BIGINT, slide_id VARCHAR, cell_type VARCHAR, class_index SMALLINT, "
     "excluded_at_step SMALLINT, threshold_version VARCHAR"
@@ -73,21 +78,20 @@ class CatalogSpec:
 
 
 def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
-    """The project's datasets as catalog views (features and thresholds must exist)."""
+    """The project's datasets as catalog views (empty tables for those not written yet)."""
     return (
-        ParquetSource("nucleus_features", dataset_glob(layout.features_dir)),
-        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir)),
+        ParquetSource("nucleus_features", dataset_glob(layout.features_dir), FEATURE_COLUMNS),
+        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir), THRESHOLD_COLUMNS),
         ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
         ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
     )
 
 
 def threshold_stain_keys(layout: DataLayout) -> list[str]:
-    """Every stain_key in the stain_thresholds dataset (raw; validate before use in SQL)."""
+    """Every stain_key in the stain_thresholds dataset (raw; validate before use in SQL);
+    empty when no slide has thresholds yet."""
     if not slide_ids(layout.thresholds_dir):
-        raise StoreLayoutError(
-            f"No stain thresholds in {layout.thresholds_dir}: materialise stain_thresholds first."
-        )
+        return []
     frame = pl.scan_parquet(dataset_glob(layout.thresholds_dir)).select("stain_key").unique()
     return sorted(frame.collect()["stain_key"].to_list())
 

@@ -54,8 +54,8 @@ def make_slide(slide_id: str, n: int, gain: float, seed: int) -> tuple[pl.DataFr
     for key in [*KEYS, "dapi"]:
         positive = np.array([key in PROTOTYPES[p][0] for p in picks]) | (key == "dapi")
         columns[f"mean_{key}"] = np.where(
-            positive, rng.lognormal(np.log(2000 * gain), 0.3, n), rng.lognormal(np.log(90 * gain),
-                                                                                 0.4, n)
+            positive, rng.lognormal(np.log(2000 * gain), 0.25, n), rng.lognormal(np.log(90 * gain),
+                                                                                 0.25, n)
         ).astype(np.float32)
     labels = np.arange(1, n + 1, dtype=np.int32)
     frame = pl.DataFrame({

@@ -12,7 +12,14 @@ import polars as pl
 import pytest
 
 from pipelines.cell_types import CELL_TYPES, CLASS_INDEX, HIERARCHY
-from pipelines.labels import RuleSet, checked_stain_keys, label_slide, positivity_view_sql
+from pipelines.labels import (
+    RuleSet,
+    checked_stain_keys,
+    empty_positivity_view_sql,
+    label_slide,
+    positivity_view_sql,
+)
+from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
 from storage.catalog import (
     CatalogSpec,
@@ -161,8 +168,15 @@ def test_missing_required_dataset_is_a_clear_error(tmp_path) -> None:
     spec = CatalogSpec(sources=(ParquetSource("nucleus_features", str(tmp_path / "*.parquet")),))
     with pytest.raises(StoreLayoutError, match="nucleus_features"):
         build_catalog(tmp_path / "c.duckdb", spec)
-    with pytest.raises(StoreLayoutError, match="stain_thresholds"):
-        threshold_stain_keys(DataLayout(tmp_path))
+    assert threshold_stain_keys(DataLayout(tmp_path)) == []
+
+
+def test_a_cohort_without_thresholds_gives_an_empty_catalog(tmp_path) -> None:
+    layout = DataLayout(tmp_path)
+    positivity = empty_positivity_view_sql(stain_key(s) for s in RULE_STAINS)
+    build_catalog(layout.catalog_db, project_catalog_spec(layout, positivity))
+    for view in ("nucleus_classes", "cell_type_counts", "cell_type_counts_per_patient"):
+        assert query_catalog(layout.catalog_db, f"SELECT count(*) AS n FROM {view}")["n"][0] == 0
 
 
 def test_hostile_stain_key_in_the_thresholds_dataset_never_reaches_sql(tmp_path) -> None:

@@ -19,9 +19,11 @@ from pipelines.labels import (
     RuleSet,
     checked_stain_keys,
     class_counts,
+    empty_positivity_view_sql,
     label_slide,
     positivity_view_sql,
 )
+from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import manual_versions, review_figure_png, slide_thresholds
 from storage.atomic import atomic_write_bytes
 from storage.catalog import (
@@ -136,7 +138,9 @@ def nucleus_catalog(data_root: DataRoot, label_settings: LabelSettings) -> dg.Ma
     """The DuckDB catalog file: views over the datasets, marker positivity, rules, counts."""
     layout, start = data_root.layout, time.perf_counter()
     keys = checked_stain_keys(threshold_stain_keys(layout))
-    spec = project_catalog_spec(layout, positivity_view_sql(keys), label_settings.catalog_rules_sql)
+    positivity = positivity_view_sql(keys) if keys else empty_positivity_view_sql(
+        stain_key(s) for s in RULE_STAINS)  # no slide has thresholds yet: an empty catalog
+    spec = project_catalog_spec(layout, positivity, label_settings.catalog_rules_sql)
     path = build_catalog(label_settings.catalog_path(layout), spec)
     counts = query_catalog(path, "SELECT cell_type, compartment, lineage, n_nuclei, n_slides "
                                  "FROM cell_type_counts")
