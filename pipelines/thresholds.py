@@ -190,16 +190,21 @@ def auto_threshold(intensities: np.ndarray, params: AutoThresholdParams) -> Auto
     """The automatic cut-off for one stain of one slide, in the slide's intensity units."""
     x = np.asarray(intensities, dtype=np.float64)
     x = x[np.isfinite(x)]
-    if x.size < params.min_nuclei or x.size == 0 or float(x.max()) == float(x.min()):
-        top = float(x.max()) if x.size else 0.0
+    if x.size < params.min_nuclei:
         return AutoThreshold(
-            top, params.label,
-            f"too few nuclei ({x.size}) or no spread: threshold at the largest value, "
+            float(x.max()) if x.size else 0.0, params.label,
+            f"too few nuclei ({x.size} < {params.min_nuclei}): threshold at the largest value, "
             "none positive",
+        )
+    if float(x.max()) == float(x.min()):
+        return AutoThreshold(
+            float(x.max()), params.label,
+            "every nucleus has the same intensity: threshold at that value, none positive",
         )
     logs = np.log1p(np.clip(x, 0.0, None))
     if float(logs.max()) == float(logs.min()):
-        return AutoThreshold(float(x.max()), params.label, "no spread: none positive")
+        return AutoThreshold(float(x.max()), params.label,
+                             "no spread after log1p: threshold at the largest value, none positive")
     cut = _otsu_log(logs, params.bins)
     note = ""
     fitted = _gmm_log(logs, cut, params.bins, params.em_iterations)

@@ -57,6 +57,7 @@ def test_too_few_nuclei_gives_no_positive() -> None:
     assert "too few" in found.note
     flat = auto_threshold(np.full(50, 7.0), AutoThresholdParams())
     assert flat.threshold == 7.0
+    assert "same intensity" in flat.note
 
 
 def test_bad_parameters_are_refused() -> None:
