@@ -25,6 +25,7 @@ from dagster_project.resources import DataRoot
 from storage.catalog import query_catalog
 from storage.layout import DataLayout
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
+from storage.thresholds_csv import read_thresholds_csv
 
 _spec = importlib.util.spec_from_file_location(
     "labelling_cases",
@@ -94,6 +95,12 @@ def test_thresholds_labels_and_catalog_materialise(stage) -> None:
     )
     metadata = result.asset_materializations_for_node("nucleus_catalog")[0].metadata
     assert metadata["n_stains"].value == 17
+    suggested = read_thresholds_csv(layout.root / "thresholds_suggested.csv")
+    assert suggested.height == 2 * 17
+    assert suggested["note"][0].startswith("suggested: otsu_log1p")
+    s1 = read_slide_partition(layout.thresholds_dir, "S1").sort("stain_key")
+    assert suggested.filter(pl.col("slide_id") == "S1")["threshold"].to_list() == \
+        s1["threshold"].to_list()
 
 
 def test_editing_the_csv_relabels_only_the_touched_slide(stage) -> None:

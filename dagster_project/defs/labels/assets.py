@@ -35,7 +35,7 @@ from storage.catalog import (
     threshold_stain_keys,
 )
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
-from storage.thresholds_csv import read_thresholds_csv
+from storage.thresholds_csv import read_thresholds_csv, write_thresholds_csv
 
 
 def markdown_table(frame: pl.DataFrame, limit: int = 30) -> str:
@@ -144,8 +144,14 @@ def nucleus_catalog(data_root: DataRoot, label_settings: LabelSettings) -> dg.Ma
     path = build_catalog(label_settings.catalog_path(layout), spec)
     counts = query_catalog(path, "SELECT cell_type, compartment, lineage, n_nuclei, n_slides "
                                  "FROM cell_type_counts")
+    # every threshold in use, as a CSV a person can correct and save as the manual thresholds
+    suggested = write_thresholds_csv(layout.root / "thresholds_suggested.csv", query_catalog(
+        path, "SELECT slide_id, stain, threshold, set_by, CASE WHEN source = 'auto' THEN "
+              "'suggested: ' || method ELSE note END AS note FROM stain_thresholds "
+              "ORDER BY slide_id, stain_key"))
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "n_stains": len(keys),
+        "thresholds_suggested": dg.MetadataValue.path(str(suggested)),
         "rules": label_settings.catalog_rules_sql, "n_labelled": int(counts["n_nuclei"].sum()),
         "seconds": round(time.perf_counter() - start, 2),
         "counts": dg.MetadataValue.md(markdown_table(counts)),
