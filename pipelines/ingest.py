@@ -38,6 +38,8 @@ TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 DEFAULT_TILE_PX = 1024
 # A pixel size outside this range (µm) is a writer's default (72 dpi, 1 px/cm), not a microscope's.
 PLAUSIBLE_MPP = (0.01, 50.0)
+# Planes up to this many bytes are decoded whole: bounded, and fast for small strips.
+WHOLE_PLANE_BYTES = 8 * 2**20
 # Manifest and image pixel sizes that differ by more than this are reported.
 MPP_TOLERANCE = 0.01
 
@@ -58,6 +60,9 @@ class ReadParams:
 
     tile_px: int = DEFAULT_TILE_PX
     required_stains: tuple[str, ...] = ()
+    # A stain plane up to this size is decoded in one go (much faster for strip-based TIFFs);
+    # larger planes are read window by window. 0 always reads window by window.
+    whole_plane_bytes: int = WHOLE_PLANE_BYTES
 
 
 class StainWindow(NamedTuple):
@@ -89,18 +94,29 @@ class SlideSource(ABC):
         self.height_px: int = 0
         self.width_px: int = 0
         self.dtype: np.dtype = np.dtype("uint16")
+        self.whole_plane_bytes = WHOLE_PLANE_BYTES
+        self._cached: tuple[int, np.ndarray | None] | None = None
 
     # -- what each format provides -------------------------------------------------------
     @abstractmethod
     def _plane(self, stain_index: int) -> Any:
         """A 2-D array-like (y, x) of one stain at full resolution, sliced lazily."""
 
+    def _whole_plane(self, stain_index: int) -> np.ndarray | None:
+        """One stain decoded in one go, for formats where that is faster; None otherwise."""
+        return None
+
     def image_mpp(self) -> float | None:
         """Pixel size the file states, in µm, or None."""
         return None
 
-    def close(self) -> None:  # noqa: B027 - formats holding no handles need nothing
-        """Release file handles."""
+    def _release(self) -> None:  # noqa: B027 - formats holding no handles need nothing
+        """Release the format's file handles."""
+
+    def close(self) -> None:
+        """Release file handles and any decoded plane."""
+        self._cached = None
+        self._release()
 
     # -- shared behaviour ----------------------------------------------------------------
     def __enter__(self) -> SlideSource:
@@ -121,7 +137,10 @@ class SlideSource(ABC):
         """One stain over [y0, y1) x [x0, x1), as a new (h, w) array of `self.dtype`."""
         stain = self.stains[stain_index]
         try:
-            block = np.asarray(self._plane(stain_index)[y0:y1, x0:x1])
+            whole = self._cached_plane(stain_index)
+            plane = self._plane(stain_index) if whole is None else whole
+            block = plane[y0:y1, x0:x1]
+            block = block.copy() if whole is not None else np.asarray(block)
         except (SlideInputError, StainError):
             raise
         except Exception as exc:
@@ -136,6 +155,15 @@ class SlideSource(ABC):
                 f"y {y0}:{y1}, x {x0}:{x1}; the file is inconsistent: export it again."
             )
         return block.astype(self.dtype, copy=False)
+
+    def _cached_plane(self, stain_index: int) -> np.ndarray | None:
+        """The whole plane when it is small enough (kept for the stain's next windows)."""
+        if self._cached is None or self._cached[0] != stain_index:
+            self._cached = None  # drop the previous stain's plane before decoding the next
+            plane_bytes = self.height_px * self.width_px * self.dtype.itemsize
+            small = plane_bytes <= self.whole_plane_bytes
+            self._cached = (stain_index, self._whole_plane(stain_index) if small else None)
+        return self._cached[1]
 
     def windows(self, tile_px: int = DEFAULT_TILE_PX) -> Iterator[StainWindow]:
         """Every stain, window by window (stain-major, then row-major)."""
@@ -152,6 +180,7 @@ class SlideSource(ABC):
         self, raw_names: Sequence[str], manifest_mpp: float | None, params: ReadParams
     ) -> None:
         """Canonical stain names and pixel size; raises if either cannot be settled."""
+        self.whole_plane_bytes = params.whole_plane_bytes
         self.source_stains = tuple(str(n) for n in raw_names)
         self.stains = tuple(canonical_stains(self.source_stains, source=str(self.path)))
         if params.required_stains:
@@ -365,7 +394,10 @@ class OmeTiffSource(SlideSource):
     def _plane(self, stain_index: int) -> Any:
         return self._array if self._axes == "YX" else _StainOf(self._array, stain_index)
 
-    def close(self) -> None:
+    def _whole_plane(self, stain_index: int) -> np.ndarray | None:
+        return self._tif.series[0].pages[stain_index].asarray()
+
+    def _release(self) -> None:
         self._store.close()
         self._tif.close()
 
@@ -427,6 +459,9 @@ class MultiPageTiffSource(SlideSource):
     def image_mpp(self) -> float | None:
         return _tiff_resolution_mpp(self._pages[0], self._tif.imagej_metadata)
 
+    def _whole_plane(self, stain_index: int) -> np.ndarray | None:
+        return self._pages[stain_index].asarray()
+
     def _plane(self, stain_index: int) -> Any:
         if self._open is None or self._open[0] != stain_index:
             self._close_plane()
@@ -439,7 +474,7 @@ class MultiPageTiffSource(SlideSource):
             self._open[1].close()
             self._open = None
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._close_plane()
         self._tif.close()
 
@@ -512,6 +547,11 @@ class TiffFolderSource(SlideSource):
     def image_mpp(self) -> float | None:
         return self._mpp
 
+    def _whole_plane(self, stain_index: int) -> np.ndarray | None:
+        self._close_plane()
+        with _open_tiff(self._files[stain_index]) as tif:
+            return tif.series[0].levels[0].asarray()
+
     def _plane(self, stain_index: int) -> Any:
         if self._open is None or self._open[0] != stain_index:
             self._close_plane()
@@ -526,7 +566,7 @@ class TiffFolderSource(SlideSource):
             self._open[1].close()
             self._open = None
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._close_plane()
 
 
