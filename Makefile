@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench ui clean-data
+.PHONY: setup demo test lint bench ui mesmer-env clean-data
 
 setup: $(VENV)/.installed
 
@@ -27,7 +27,11 @@ bench: setup
 	$(BIN)/python -m pytest tests/benchmarks -s -p no:cacheprovider
 
 ui: setup
-	$(BIN)/dg dev
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/data/.dagster} $(BIN)/python -c 'from dagster_project.instance import ensure_dagster_home; ensure_dagster_home()'
+	DAGSTER_HOME=$${DAGSTER_HOME:-$$PWD/data/.dagster} $(BIN)/dg dev
+
+mesmer-env:
+	bash mesmer_env/create_env.sh
 
 clean-data:
 	rm -rf data

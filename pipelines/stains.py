@@ -71,7 +71,9 @@ def canonical_stain(name: str, *, strict: bool = False) -> str:
     if folded in _ALIASES:
         return _ALIASES[folded]
     if strict:
-        raise StainError(f"Unknown stain {name!r}: add it to the alias table in pipelines/stains.py.")
+        raise StainError(
+            f"Unknown stain {name!r}: add it to the alias table in pipelines/stains.py."
+        )
     cleaned = name.strip()
     stain_key(cleaned)  # validates
     return cleaned

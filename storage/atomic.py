@@ -76,11 +76,10 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
 
 def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:
     """Write `data` to `final` atomically (fsync before rename)."""
-    with atomic_path(final) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+    with atomic_path(final) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return Path(final)
 
 

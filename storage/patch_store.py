@@ -41,7 +41,10 @@ def patch_order(class_index: np.ndarray, nucleus_id: np.ndarray) -> np.ndarray:
 
 def _class_ranges(sorted_class_index: np.ndarray) -> dict[str, list[int]]:
     values, starts, counts = np.unique(sorted_class_index, return_index=True, return_counts=True)
-    return {str(int(v)): [int(s), int(s + c)] for v, s, c in zip(values, starts, counts, strict=True)}
+    return {
+        str(int(v)): [int(s), int(s + c)]
+        for v, s, c in zip(values, starts, counts, strict=True)
+    }
 
 
 def ensure_store(path: Path, patch_px: int, mpp: float, cell_types: Sequence[str]) -> None:

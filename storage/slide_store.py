@@ -107,7 +107,8 @@ class SlideReader:
             return self.info.stains.index(stain)
         except ValueError as exc:
             raise StoreLayoutError(
-                f"Slide {self.info.slide_id!r} has no stain {stain!r}; it has {list(self.info.stains)}."
+                f"Slide {self.info.slide_id!r} has no stain {stain!r}; "
+                f"it has {list(self.info.stains)}."
             ) from exc
 
     def read(
@@ -128,7 +129,8 @@ class SlideReader:
 
     def tiles(self, tile_px: int | None = None, halo_px: int = 0) -> Iterator[Tile]:
         """Tiles aligned to the storage chunks by default, so each chunk is decoded once."""
-        return tile_grid(self.info.height_px, self.info.width_px, tile_px or self.chunk_px[0], halo_px)
+        tile_px = tile_px or self.chunk_px[0]
+        return tile_grid(self.info.height_px, self.info.width_px, tile_px, halo_px)
 
     def iter_windows(
         self, tile_px: int | None = None, halo_px: int = 0, stains: Sequence[str] | None = None

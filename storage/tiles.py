@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Tile:
-    """A core box [y0, y1) x [x0, x1) and its read window grown by the halo, clipped to the slide."""
+    """A core box [y0, y1) x [x0, x1) and its read window grown by the halo (clipped)."""
 
     y0: int
     x0: int
