@@ -47,17 +47,30 @@ def write_ome_tiff(
     return Path(path)
 
 
+def _noise(tile: int, noise: bool) -> np.ndarray:
+    """Sensor-like noise (6 bits), repeated every `tile` pixels, so files compress realistically."""
+    if not noise:
+        return np.zeros((tile, tile), dtype=np.int64)
+    return np.random.default_rng(12345).integers(0, 64, (tile, tile), dtype=np.int64)
+
+
 def write_big_ome_tiff(
     path: Path, n_stains: int, height: int, width: int, names: Sequence[str],
-    mpp: float = 0.32, tile: int = 512, dtype: str = "uint16",
+    mpp: float = 0.32, tile: int = 512, dtype: str = "uint16", noise: bool = False,
 ) -> Path:
-    """A large tiled BigTIFF written tile by tile, so the test never holds it in memory."""
+    """A large tiled BigTIFF written tile by tile, so the test never holds it in memory.
+
+    Pixels are `big_tiff_pixels`: a gradient per stain, plus repeating noise if `noise`
+    (realistic compression, slower to write and read).
+    """
+    pattern = _noise(tile, noise)
+
     def tiles() -> Iterator[np.ndarray]:
         yy, xx = np.mgrid[0:tile, 0:tile]
         for s in range(n_stains):
             for y0 in range(0, height, tile):
                 for x0 in range(0, width, tile):
-                    yield ((yy + y0) * 3 + (xx + x0) + 1000 * s).astype(dtype)
+                    yield ((yy + y0) * 3 + (xx + x0) + 1000 * s + pattern).astype(dtype)
 
     tifffile.imwrite(
         path, tiles(), shape=(n_stains, height, width), dtype=dtype, tile=(tile, tile),
@@ -68,10 +81,13 @@ def write_big_ome_tiff(
     return Path(path)
 
 
-def big_tiff_pixels(stain: int, y0: int, x0: int, y1: int, x1: int, dtype: str = "uint16"):
-    """What `write_big_ome_tiff` wrote at a window, computed independently."""
+def big_tiff_pixels(
+    stain: int, y0: int, x0: int, y1: int, x1: int, dtype: str = "uint16", tile: int = 512,
+    noise: bool = False,
+) -> np.ndarray:
+    """What `write_big_ome_tiff` wrote over a window, computed independently of the file."""
     yy, xx = np.mgrid[y0:y1, x0:x1]
-    return (yy * 3 + xx + 1000 * stain).astype(dtype)
+    return (yy * 3 + xx + 1000 * stain + _noise(tile, noise)[yy % tile, xx % tile]).astype(dtype)
 
 
 def write_tiff_folder(

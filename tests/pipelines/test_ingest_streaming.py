@@ -10,7 +10,7 @@ import tifffile
 
 from pipelines.errors import SlideInputError
 from pipelines.ingest import describe, open_slide_source
-from storage.slide_ingest import is_current, write_slide
+from storage.slide_ingest import is_current, prefetched, write_slide
 from storage.slide_store import SlideInfo, open_slide
 from tests.ingest_fixtures import (
     big_tiff_pixels,
@@ -111,3 +111,36 @@ def test_is_current_compares_content_and_layout(tmp_path):
     assert not is_current(final, info, "abd")
     assert not is_current(final, SlideInfo("s", ("DAPI",), 0.5, 32, 32, "uint16"), "abc")
     assert not is_current(tmp_path / "absent.zarr", info, "abc")
+
+
+def test_prefetched_keeps_order_reraises_and_stops_early():
+    import threading
+
+    assert list(prefetched(iter(range(50)), depth=3)) == list(range(50))
+    assert list(prefetched(iter(range(5)), depth=0)) == list(range(5))
+
+    def failing():
+        yield 1
+        raise SlideInputError("broken.tif: cannot read")
+
+    got = []
+    with pytest.raises(SlideInputError, match=r"broken\.tif"):
+        for item in prefetched(failing()):
+            got.append(item)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    before = threading.active_count()
+    for item in prefetched(endless(), depth=2):
+        if item == 3:
+            break
+    assert threading.active_count() == before  # the reader thread was joined
+    assert len(produced) <= 3 + 1 + 2 + 1  # consumed, in flight, queued, blocked
