@@ -22,6 +22,8 @@ from dagster_project.instance import ensure_dagster_home
 from dagster_project.resources import DATA_ROOT_ENV
 
 PROFILES = ("demo", "paper")
+# Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
+LOG_LEVEL = os.environ.get("NUCLEUS_SUBTYPING_LOG_LEVEL", "WARNING")
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,7 @@ def _run_stage(
     result = merged.resolve_job_def(job_name).execute_in_process(
         instance=dg.DagsterInstance.get(),
         partition_key=partition_key,
-        run_config={"ops": ops} if ops else None,
+        run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}},
         raise_on_error=False,
     )
     return partition_key or "-", result.success, time.perf_counter() - started
@@ -98,12 +100,22 @@ def _partition_keys(stage: Stage, loaded_defs) -> list[str | None]:
     return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
-def run_all(profile: str = "demo", workers: int = 2, only: Sequence[str] = ()) -> int:
-    """Materialise every asset (or those named in `only`) in dependency order; 0 on success."""
+def run_all(
+    profile: str = "demo",
+    workers: int = 2,
+    only: Sequence[str] = (),
+    op_config: dict | None = None,
+) -> int:
+    """Materialise every asset (or those named in `only`) in dependency order; 0 on success.
+
+    `op_config` ({asset_key: {"config": {...}}}) overrides the profile's settings per asset.
+    """
     from dagster_project.profiles import run_config_for
 
     loaded = _load_defs()
     run_config = run_config_for(profile)
+    if op_config:
+        run_config = {"ops": {**run_config.get("ops", {}), **op_config}}
     stages = plan_stages(loaded)
     if only:
         stages = [

@@ -23,8 +23,8 @@ def default_data_root() -> str:
 class DataRoot(dg.ConfigurableResource):
     """Where every artifact is written; see storage/layout.py for the folders under it."""
 
-    root: str = default_data_root()
+    root: str = ""  # empty: $NUCLEUS_SUBTYPING_DATA, else ./data, read when used
 
     @property
     def layout(self) -> DataLayout:
-        return DataLayout(Path(self.root))
+        return DataLayout(Path(self.root or default_data_root()))
