@@ -20,25 +20,25 @@ INBOX_ENV = "NUCLEUS_SUBTYPING_INBOX"
 class SlideInputs(dg.ConfigurableResource):
     """The slide manifest (CSV/Parquet) and the inbox folder watched for new slides."""
 
-    manifest_path: str = os.environ.get(MANIFEST_ENV, "")
-    inbox_dir: str = os.environ.get(INBOX_ENV, "")
+    manifest_path: str = ""  # empty: $NUCLEUS_SUBTYPING_MANIFEST, else <root>/cohort/manifest.csv
+    inbox_dir: str = ""  # empty: $NUCLEUS_SUBTYPING_INBOX, else <root>/inbox
     settle_seconds: float = 10.0
     required_stains: list[str] = []  # noqa: RUF012 - pydantic copies defaults
 
     def manifest_file(self, layout: DataLayout) -> Path:
-        if self.manifest_path:
-            return Path(self.manifest_path)
-        return layout.cohort_dir / "manifest.csv"
+        chosen = self.manifest_path or os.environ.get(MANIFEST_ENV, "")
+        return Path(chosen) if chosen else layout.cohort_dir / "manifest.csv"
 
     def inbox(self, layout: DataLayout) -> Path:
-        return Path(self.inbox_dir) if self.inbox_dir else layout.inbox_dir
+        chosen = self.inbox_dir or os.environ.get(INBOX_ENV, "")
+        return Path(chosen) if chosen else layout.inbox_dir
 
     def collect(self, layout: DataLayout, settle_seconds: float | None = None) -> pl.DataFrame:
         """Every slide of the manifest and the inbox, validated, without content hashes."""
         return collect_manifest(
             self.manifest_file(layout),
             self.inbox(layout),
-            manifest_required=bool(self.manifest_path),
+            manifest_required=bool(self.manifest_path or os.environ.get(MANIFEST_ENV)),
             settle_seconds=self.settle_seconds if settle_seconds is None else settle_seconds,
         )
 
