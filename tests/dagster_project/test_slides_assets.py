@@ -142,3 +142,17 @@ def test_required_stains_refuse_at_ingest(data_root):
         dg.materialize([slide_image], partition_key="nodapi", resources=resources,
                        instance=instance)
     assert not DataLayout(data_root).slide_zarr("nodapi").exists()
+
+
+def test_slide_image_falls_back_to_inputs_when_manifest_path_is_stale(data_root):
+    instance = dg.DagsterInstance.ephemeral()
+    _materialize_manifest(data_root, instance)
+    parquet = DataLayout(data_root).manifest_parquet
+    frame = pl.read_parquet(parquet).with_columns(
+        pl.when(pl.col("slide_id") == "field7").then(pl.lit("/nowhere/field7"))
+        .otherwise(pl.col("path")).alias("path"))
+    frame.write_parquet(parquet)
+    result = dg.materialize([slide_image], partition_key="field7",
+                            resources=_resources(data_root), instance=instance)
+    assert result.success
+    assert open_slide(DataLayout(data_root).slide_zarr("field7")).source["path"].endswith("field7")

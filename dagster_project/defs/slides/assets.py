@@ -4,6 +4,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
@@ -20,7 +21,8 @@ SLIDE_CHECK = "stains_canonical_with_dapi"
 
 
 class SlideImageConfig(dg.Config):
-    """tile_px: window edge read and written at a time; force: re-ingest unchanged slides."""
+    """tile_px: edge of the windows read and written at a time (multiples of the store's 1024 px
+    chunks write each chunk once); force: re-ingest a slide whose store is already current."""
 
     tile_px: int = DEFAULT_TILE_PX
     force: bool = False
@@ -68,9 +70,9 @@ def slide_image(
 ) -> dg.MaterializeResult:
     """The partition's slide streamed into `layout.slide_zarr(slide_id)` window by window."""
     slide_id, layout = context.partition_key, data_root.layout
-    row = manifest_row(layout.manifest_parquet, slide_id) or _row_from_inputs(
-        slide_inputs, layout, slide_id
-    )
+    row = manifest_row(layout.manifest_parquet, slide_id)
+    if row is None or not Path(row["path"]).exists():
+        row = _row_from_inputs(slide_inputs, layout, slide_id)
     final = layout.slide_zarr(slide_id)
     digest = content_sha256(Path(row["path"]))
     params = ReadParams(config.tile_px, tuple(slide_inputs.required_stains))
@@ -81,7 +83,7 @@ def slide_image(
         reused = not config.force and is_current(final, info, digest)
         if not reused:
             write_slide(final, info, source.windows(config.tile_px),
-                        {**describe(source), "content_sha256": digest}, chunk_px=config.tile_px)
+                        {**describe(source), "content_sha256": digest})
     seconds = time.perf_counter() - started
     mb_written = 0.0 if reused else folder_bytes(final) / 1e6
     return dg.MaterializeResult(
@@ -90,14 +92,22 @@ def slide_image(
             "n_stains": len(info.stains),
             "shape": str((len(info.stains), info.height_px, info.width_px)),
             "mpp": info.mpp,
+            "mpp_source": source.mpp_source,
+            "format": source.format,
             "mb_written": round(mb_written, 2),
             "seconds": round(seconds, 2),
+            "mb_per_s": round(info_mb(info) / seconds, 1) if not reused and seconds else 0.0,
             "reused_unchanged_store": reused,
             "content_sha256": digest,
             "path": dg.MetadataValue.path(str(final)),
         },
         check_results=[check_slide_store(final)],
     )
+
+
+def info_mb(info: SlideInfo) -> float:
+    """Uncompressed size of a slide in MB."""
+    return len(info.stains) * info.height_px * info.width_px * np.dtype(info.dtype).itemsize / 1e6
 
 
 def _row_from_inputs(slide_inputs: SlideInputs, layout, slide_id: str) -> dict:
