@@ -95,6 +95,7 @@ class SlideSource(ABC):
         self.width_px: int = 0
         self.dtype: np.dtype = np.dtype("uint16")
         self.whole_plane_bytes = WHOLE_PLANE_BYTES
+        self.tile_px = DEFAULT_TILE_PX
         self._cached: tuple[int, np.ndarray | None] | None = None
 
     # -- what each format provides -------------------------------------------------------
@@ -165,8 +166,10 @@ class SlideSource(ABC):
             self._cached = (stain_index, self._whole_plane(stain_index) if small else None)
         return self._cached[1]
 
-    def windows(self, tile_px: int = DEFAULT_TILE_PX) -> Iterator[StainWindow]:
-        """Every stain, window by window (stain-major, then row-major)."""
+    def windows(self, tile_px: int | None = None) -> Iterator[StainWindow]:
+        """Every stain, window by window (stain-major, then row-major); `tile_px` defaults to
+        the `ReadParams` the source was opened with."""
+        tile_px = self.tile_px if tile_px is None else tile_px
         if tile_px <= 0:
             raise ValueError(f"tile_px must be > 0, got {tile_px}.")
         for index in range(len(self.stains)):
@@ -181,6 +184,7 @@ class SlideSource(ABC):
     ) -> None:
         """Canonical stain names and pixel size; raises if either cannot be settled."""
         self.whole_plane_bytes = params.whole_plane_bytes
+        self.tile_px = params.tile_px
         self.source_stains = tuple(str(n) for n in raw_names)
         self.stains = tuple(canonical_stains(self.source_stains, source=str(self.path)))
         if params.required_stains:

@@ -82,7 +82,7 @@ def slide_image(
                          source.width_px, str(source.dtype))
         reused = not config.force and is_current(final, info, digest)
         if not reused:
-            write_slide(final, info, source.windows(config.tile_px),
+            write_slide(final, info, source.windows(),
                         {**describe(source), "content_sha256": digest})
     seconds = time.perf_counter() - started
     mb_written = 0.0 if reused else folder_bytes(final) / 1e6
