@@ -120,7 +120,7 @@ def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
     """Build the catalog file at `db_path` from scratch, replacing the old one atomically."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(db_path.parent)
+    remove_stale_temporaries(db_path)
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
