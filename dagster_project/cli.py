@@ -10,6 +10,7 @@ up in the UI afterwards.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
@@ -133,7 +134,10 @@ def run_all(
         if len(keys) == 1 or workers <= 1:
             results = [_run_stage(stage, k, run_config) for k in keys]
         else:
-            with ProcessPoolExecutor(max_workers=min(workers, len(keys))) as pool:
+            # spawn, not fork: a forked copy of a process that already runs Dagster's threads
+            # can deadlock on a lock held by a thread that does not exist in the child.
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(min(workers, len(keys)), mp_context=context) as pool:
                 results = list(pool.map(_run_stage, [stage] * len(keys), keys,
                                         [run_config] * len(keys)))
         failed = [k for k, ok, _ in results if not ok]

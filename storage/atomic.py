@@ -87,12 +87,15 @@ def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(final, text.encode("utf-8"))
 
 
-def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
-    """Delete leftovers of killed writes directly inside `directory`; returns how many."""
-    directory = Path(directory)
-    if not directory.is_dir():
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> int:
+    """Delete leftovers of killed writes of `final` (its `.<name>.tmp-*` siblings only).
+
+    Only this path's own leftovers go: another process may be writing a sibling right now.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
         return 0
-    stale = [p for p in directory.iterdir() if p.name.startswith(".") and _TMP_MARK in p.name]
+    stale = list(final.parent.glob(f".{final.name}{_TMP_MARK}*"))
     for path in stale:
         _remove(path)
     return len(stale)

@@ -30,7 +30,7 @@ def write_slide_partition(dataset_dir: Path, slide_id: str, frame: pl.DataFrame)
     else:
         frame = frame.with_columns(pl.lit(slide_id).alias("slide_id"))
     final = partition_path(dataset_dir, slide_id)
-    remove_stale_temporaries(final.parent)
+    remove_stale_temporaries(final)
     with atomic_path(final) as tmp:
         frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
     return final

@@ -96,7 +96,7 @@ def create_slide_patches(
     order = patch_order(class_index, nucleus_id)
     if not np.array_equal(order, np.arange(n)):
         raise ValueError(f"Patches of slide {slide_id!r} are not in patch_order.")
-    remove_stale_temporaries(store)
+    remove_stale_temporaries(store / slide_id)
     with atomic_path(store / slide_id) as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         rows = max(1, min(CHUNK_ROWS, n))

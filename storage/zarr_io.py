@@ -16,9 +16,13 @@ FORMAT_VERSION = 1
 
 
 def default_compressors(itemsize: int = 1) -> tuple[BloscCodec, ...]:
-    """zstd through Blosc with byte shuffle: fast to decode, good on image data."""
+    """lz4 through Blosc with byte shuffle.
+
+    On noisy uint16 slides zstd-3 compresses ~10% smaller but encodes ~3x slower (about
+    23 MB/s per core), which made compression the bottleneck of every streaming stage.
+    """
     shuffle = BloscShuffle.bitshuffle if itemsize == 1 else BloscShuffle.shuffle
-    return (BloscCodec(cname="zstd", clevel=3, shuffle=shuffle, typesize=itemsize),)
+    return (BloscCodec(cname="lz4", clevel=5, shuffle=shuffle, typesize=itemsize),)
 
 
 @contextmanager

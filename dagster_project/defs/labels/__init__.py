@@ -1,0 +1,1 @@
+"""Stain thresholds per slide, nucleus labels from Table 1, and the DuckDB catalog."""

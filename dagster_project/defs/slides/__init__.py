@@ -1,0 +1,1 @@
+"""Slides stage: the slide manifest, ingested slide images, and the inbox sensor."""

@@ -1,0 +1,48 @@
+"""Where slides come from: a manifest and an inbox folder, with demo defaults.
+
+Empty paths mean the data root's defaults (`<root>/cohort/manifest.csv`, `<root>/inbox`); the
+environment variables `NUCLEUS_SUBTYPING_MANIFEST` and `NUCLEUS_SUBTYPING_INBOX` set them too.
+"""
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from storage.layout import DataLayout
+from storage.manifest import collect_manifest
+
+MANIFEST_ENV = "NUCLEUS_SUBTYPING_MANIFEST"
+INBOX_ENV = "NUCLEUS_SUBTYPING_INBOX"
+
+
+class SlideInputs(dg.ConfigurableResource):
+    """The slide manifest (CSV/Parquet) and the inbox folder watched for new slides."""
+
+    manifest_path: str = ""  # empty: $NUCLEUS_SUBTYPING_MANIFEST, else <root>/cohort/manifest.csv
+    inbox_dir: str = ""  # empty: $NUCLEUS_SUBTYPING_INBOX, else <root>/inbox
+    settle_seconds: float = 10.0
+    required_stains: list[str] = []  # noqa: RUF012 - pydantic copies defaults
+
+    def manifest_file(self, layout: DataLayout) -> Path:
+        chosen = self.manifest_path or os.environ.get(MANIFEST_ENV, "")
+        return Path(chosen) if chosen else layout.cohort_dir / "manifest.csv"
+
+    def inbox(self, layout: DataLayout) -> Path:
+        chosen = self.inbox_dir or os.environ.get(INBOX_ENV, "")
+        return Path(chosen) if chosen else layout.inbox_dir
+
+    def collect(self, layout: DataLayout, settle_seconds: float | None = None) -> pl.DataFrame:
+        """Every slide of the manifest and the inbox, validated, without content hashes."""
+        return collect_manifest(
+            self.manifest_file(layout),
+            self.inbox(layout),
+            manifest_required=bool(self.manifest_path or os.environ.get(MANIFEST_ENV)),
+            settle_seconds=self.settle_seconds if settle_seconds is None else settle_seconds,
+        )
+
+
+@dg.definitions
+def slides_resources() -> dg.Definitions:
+    return dg.Definitions(resources={"slide_inputs": SlideInputs()})

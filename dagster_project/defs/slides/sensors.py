@@ -1,0 +1,80 @@
+"""The inbox sensor and the jobs it starts.
+
+`process_slide_job` runs, for one slide partition, every asset downstream of `slide_image`
+(itself included) that is partitioned by the dynamic `slides` partitions. It selects
+"downstream of slide_image AND dynamically partitioned" rather than a group or a list of names,
+so a later stage joins it just by being slide-partitioned and depending on the chain, while the
+unpartitioned and fold-partitioned assets further down (catalog, models, reports) stay out.
+(`slides` is the project's only dynamic partitions definition.)
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from dagster_project.defs.slides.resources import SlideInputs
+from dagster_project.partitions import slide_partitions
+from dagster_project.resources import DataRoot
+from storage.errors import StorageError
+from storage.manifest import inbox_slides
+from storage.slide_sources import changed_slides
+
+SLIDE_STAGES = dg.AssetSelection.assets("slide_image").downstream() & dg.AssetSelection.from_string(
+    'partitions:"dynamic"'
+)
+
+process_slide_job = dg.define_asset_job(
+    "process_slide_job",
+    selection=SLIDE_STAGES,
+    description="Ingest one slide and run every slide-partitioned stage after it.",
+)
+slide_manifest_job = dg.define_asset_job(
+    "slide_manifest_job",
+    selection=dg.AssetSelection.assets("slide_manifest"),
+    description="Re-read the manifest and the inbox, hash the slides, write manifest.parquet.",
+)
+
+
+@dg.sensor(
+    jobs=[process_slide_job, slide_manifest_job],
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+def slide_inbox_sensor(
+    context: dg.SensorEvaluationContext, data_root: DataRoot, slide_inputs: SlideInputs
+) -> dg.SensorResult | dg.SkipReason:
+    """New or changed slides in the inbox (by content hash) -> partitions + runs.
+
+    The cursor maps slide_id -> content hash and a cheap fingerprint (size, mtime); a slide is
+    rehashed only when its fingerprint moved, and rerun only when its hash changed.
+    """
+    inbox = slide_inputs.inbox(data_root.layout)
+    try:
+        frame, problems = inbox_slides(inbox, settle_seconds=slide_inputs.settle_seconds)
+    except StorageError as exc:
+        return dg.SkipReason(f"Inbox {inbox} not readable: {exc}")
+    for problem in problems:
+        context.log.warning(problem)
+    slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
+    changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
+    cursor = json.dumps(record, sort_keys=True)
+    if not changed:
+        return dg.SensorResult(skip_reason=f"No new or changed slides in {inbox}.", cursor=cursor)
+    known = set(context.instance.get_dynamic_partitions(slide_partitions.name))
+    new_ids = [s for s in changed if s not in known]
+    runs = [
+        dg.RunRequest(
+            job_name=process_slide_job.name,
+            partition_key=slide_id,
+            run_key=f"{slide_id}:{record[slide_id]['content_sha256']}",
+            tags={"content_sha256": record[slide_id]["content_sha256"]},
+        )
+        for slide_id in changed
+    ]
+    changes = ",".join(f"{s}:{record[s]['content_sha256']}" for s in changed)
+    manifest_key = hashlib.sha256(changes.encode()).hexdigest()[:32]
+    runs.append(dg.RunRequest(job_name=slide_manifest_job.name, run_key=f"manifest:{manifest_key}"))
+    add = [slide_partitions.build_add_request(new_ids)] if new_ids else []
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=add, cursor=cursor)

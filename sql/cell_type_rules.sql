@@ -1,0 +1,199 @@
+-- Table 1 of Remedios et al.: the sequential decision process that turns per-nucleus stain
+-- positivity into one of 14 nucleus classes.
+--
+-- Contract. Run on a DuckDB connection that has a table or view
+--   marker_positivity(nucleus_id BIGINT, nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4,
+--                     lysozyme, cd45, cd20, cd68, cd11b, cd3d, cd8, cd4 BOOLEAN)
+-- (further columns are ignored). Creates
+--   nucleus_cell_type(nucleus_id, cell_type, excluded_at_step): one row per nucleus.
+--     cell_type        one of goblet, endocrine, epithelial, progenitor, fibroblast, stromal,
+--                      monocyte, macrophage, helper_t, cytotoxic_t, t_cell_receptor, b_cell,
+--                      myeloid, leukocyte; NULL when an exclusion step removed the nucleus.
+--     excluded_at_step the number of the first Table 1 step that excluded the nucleus; NULL when
+--                      the nucleus was kept.
+--   cell_type_hierarchy(cell_type, class_index, compartment, lineage): the 14 classes in class
+--                      index order with the coarse hierarchy (epithelial / connective / immune;
+--                      lymphoid / myeloid), so the catalog's count views need no Python.
+--
+-- How the table is read (decisions, with the reasons):
+-- * The steps are applied in order. A nucleus leaves the sequence at the first exclusion step
+--   whose condition it meets; that step number is reported. The exclusion steps are
+--   3, 5, 6, 7, 8, 10, 11, 12, 13, 14, 15 and 16 ("Exclude ..."; step 16 "Remove any immune
+--   nuclei from Epi+ group" excludes Epi+ nuclei that are Immune+).
+-- * Steps 1, 2, 4, 9 and 20 only name groups (Epi+, Stroma+, Immune+, Progenitor+,
+--   stromal/fibroblasts). Group membership depends on positivity alone, so naming a group at its
+--   step or up front gives the same answer.
+-- * Step 10 excludes every nucleus that is neither Epi+ nor Stroma+, immune nuclei included: an
+--   immune nucleus is kept only when it is Stroma+ (Vimentin+, which leukocytes express) and not
+--   SMA+ (step 13) and not Epi+ (step 16). Written exactly as in the paper.
+-- * Step 15 can never be the first step to exclude a nucleus: a nucleus that is Epi- and
+--   Stroma- was already removed at step 10. It is kept for fidelity to the table.
+-- * Final annotations (steps 17-31) are "Group ... / Final annotation" steps applied in order,
+--   so a later step that groups a nucleus again would overwrite the label of an earlier one;
+--   step 31 ("Group all nuclei that are Progenitor+") comes last. The decision below therefore
+--   tests the steps from 31 down to 17: the last matching step wins. In practice the order never
+--   matters: after the exclusions, the final annotations are pairwise disjoint (every earlier
+--   final step carries "Progenitor-" and the exclusions remove the remaining overlaps) and
+--   together cover every kept nucleus. tests/sql/test_cell_type_rules.py checks this for all
+--   2^16 positivity patterns against a separate Python reading of the table.
+-- * A kept nucleus that matched no final annotation would get cell_type NULL and
+--   excluded_at_step NULL; with Table 1 as written no positivity pattern reaches that state.
+-- * A NULL positivity (a stain or threshold missing for the slide) counts as negative.
+--
+-- Layout, chosen for speed as well as for reading: every step's condition is first computed as
+-- a named boolean over all nuclei (x<step> for exclusions, f<step> for final annotations; plain
+-- boolean algebra is cheap in DuckDB), then one CASE picks the step that decides each nucleus.
+
+CREATE OR REPLACE VIEW nucleus_cell_type AS
+WITH stains AS (
+    SELECT
+        nucleus_id,
+        coalesce(nakatpase, FALSE) AS nakatpase,
+        coalesce(panck, FALSE) AS panck,
+        coalesce(muc2, FALSE) AS muc2,
+        coalesce(cga, FALSE) AS cga,
+        coalesce(vimentin, FALSE) AS vimentin,
+        coalesce(sma, FALSE) AS sma,
+        coalesce(sox9, FALSE) AS sox9,
+        coalesce(olfm4, FALSE) AS olfm4,
+        coalesce(lysozyme, FALSE) AS lysozyme,
+        coalesce(cd45, FALSE) AS cd45,
+        coalesce(cd20, FALSE) AS cd20,
+        coalesce(cd68, FALSE) AS cd68,
+        coalesce(cd11b, FALSE) AS cd11b,
+        coalesce(cd3d, FALSE) AS cd3d,
+        coalesce(cd8, FALSE) AS cd8,
+        coalesce(cd4, FALSE) AS cd4
+    FROM marker_positivity
+),
+grouped AS (
+    SELECT
+        *,
+        -- step 1: Epi+ = NaKATPase+ or PanCK+ or Muc2+ or CgA+
+        (nakatpase OR panck OR muc2 OR cga) AS epi,
+        -- step 2: Stroma+ = Vimentin+ or SMA+
+        (vimentin OR sma) AS stroma,
+        -- step 4: Immune+ = CD45+ or CD20+ or CD68+ or CD11B+ or Lysozyme+ or CD3d+ or CD8+ or CD4+
+        (cd45 OR cd20 OR cd68 OR cd11b OR lysozyme OR cd3d OR cd8 OR cd4) AS immune,
+        -- step 9: Progenitor+ = Sox9+ or OLFM4+
+        (sox9 OR olfm4) AS progenitor
+    FROM stains
+),
+steps AS (
+    SELECT
+        nucleus_id,
+        -- step 3: exclude nuclei that are both Epi+ and Stroma+
+        epi AND stroma AS x3,
+        -- step 5: macrophage conflicts (CD68+ with CD3d+, CD20+, CD4+, CD8+ or CD11B+)
+        cd68 AND (cd3d OR cd20 OR cd4 OR cd8 OR cd11b) AS x5,
+        -- step 6: monocyte conflicts (CD11B+ with CD3d+, CD20+, CD4+, CD8+ or CD68+)
+        cd11b AND (cd3d OR cd20 OR cd4 OR cd8 OR cd68) AS x6,
+        -- step 7: B cell conflicts (CD20+ with CD3d+, CD4+ or CD8+)
+        cd20 AND (cd3d OR cd4 OR cd8) AS x7,
+        -- step 8: helper T / cytotoxic T conflicts
+        (NOT cd3d AND NOT cd45 AND cd4)
+            OR (NOT cd3d AND NOT cd45 AND cd8)
+            OR (cd4 AND cd8) AS x8,
+        -- step 10: neither in the epithelium nor in the stroma (Epi- and Stroma-)
+        NOT epi AND NOT stroma AS x10,
+        -- step 11: goblet conflicts (Muc2+ with Immune+, Progenitor+ or SMA+)
+        muc2 AND (immune OR progenitor OR sma) AS x11,
+        -- step 12: endocrine conflicts (CgA+ with Immune+, SMA+, Progenitor+ or Muc2+)
+        cga AND (immune OR sma OR progenitor OR muc2) AS x12,
+        -- step 13: fibroblast conflicts (SMA+ and Immune+)
+        sma AND immune AS x13,
+        -- step 14: progenitor conflicts (Immune+ and Progenitor+)
+        immune AND progenitor AS x14,
+        -- step 15: negative for all large groupings (never first: step 10 removed them)
+        NOT epi AND NOT stroma AND NOT progenitor AND NOT immune AS x15,
+        -- step 16: immune nuclei in the Epi+ group (Epi+ and Immune+)
+        epi AND immune AS x16,
+        -- step 17: goblet = Epi+ and Muc2+ and Progenitor-
+        epi AND muc2 AND NOT progenitor AS f17,
+        -- step 18: endocrine = Epi+ and CgA+ and Progenitor-
+        epi AND cga AND NOT progenitor AS f18,
+        -- step 19: epithelial = Epi+ and CgA- and Progenitor- and Muc2-
+        epi AND NOT cga AND NOT progenitor AND NOT muc2 AS f19,
+        -- step 20 groups stromal/fibroblasts: Stroma+ and Immune-
+        -- step 21: fibroblast = stromal/fibroblast group and SMA+ and Progenitor-
+        stroma AND NOT immune AND sma AND NOT progenitor AS f21,
+        -- step 22: stromal = stromal/fibroblast group and SMA- and Progenitor-
+        stroma AND NOT immune AND NOT sma AND NOT progenitor AS f22,
+        -- step 23: myeloid = Immune+ and Lysozyme+ CD68- CD11B- Progenitor- CD20- CD3d- CD8- CD4-
+        immune AND lysozyme AND NOT cd68 AND NOT cd11b AND NOT progenitor AND NOT cd20
+            AND NOT cd3d AND NOT cd8 AND NOT cd4 AS f23,
+        -- step 24: helper T = Immune+ and CD4+ and Progenitor-
+        immune AND cd4 AND NOT progenitor AS f24,
+        -- step 25: cytotoxic T = Immune+ and CD8+ and Progenitor-
+        immune AND cd8 AND NOT progenitor AS f25,
+        -- step 26: T cell receptor = Immune+ and CD3d+ and CD4- and CD8-
+        immune AND cd3d AND NOT cd4 AND NOT cd8 AS f26,
+        -- step 27: monocyte = Immune+ and CD11b+ CD3d- Progenitor- CD4- CD8-
+        immune AND cd11b AND NOT cd3d AND NOT progenitor AND NOT cd4 AND NOT cd8 AS f27,
+        -- step 28: macrophage = Immune+ and CD68+ CD3d- Progenitor- CD4- CD8-
+        immune AND cd68 AND NOT cd3d AND NOT progenitor AND NOT cd4 AND NOT cd8 AS f28,
+        -- step 29: B cell = Immune+ and CD20+ CD68- CD3d- Progenitor- CD4- CD8-
+        immune AND cd20 AND NOT cd68 AND NOT cd3d AND NOT progenitor AND NOT cd4 AND NOT cd8
+            AS f29,
+        -- step 30: leukocyte = Immune+ and CD45+ CD20- CD68- CD3d- Progenitor- CD4- CD8-
+        --          CD11B- Lysozyme-
+        immune AND cd45 AND NOT cd20 AND NOT cd68 AND NOT cd3d AND NOT progenitor AND NOT cd4
+            AND NOT cd8 AND NOT cd11b AND NOT lysozyme AS f30,
+        -- step 31: progenitor = all nuclei that are Progenitor+
+        progenitor AS f31
+    FROM grouped
+),
+decided AS (
+    SELECT
+        nucleus_id,
+        CASE
+            -- excluded: the first exclusion step that applies
+            WHEN x3 OR x5 OR x6 OR x7 OR x8 OR x10 OR x11 OR x12 OR x13 OR x14 OR x15 OR x16 THEN
+                CASE
+                    WHEN x3 THEN 3 WHEN x5 THEN 5 WHEN x6 THEN 6 WHEN x7 THEN 7
+                    WHEN x8 THEN 8 WHEN x10 THEN 10 WHEN x11 THEN 11 WHEN x12 THEN 12
+                    WHEN x13 THEN 13 WHEN x14 THEN 14 WHEN x15 THEN 15 WHEN x16 THEN 16
+                END
+            -- kept: the last final annotation step that applies (later steps overwrite)
+            ELSE
+                CASE
+                    WHEN f31 THEN 31 WHEN f30 THEN 30 WHEN f29 THEN 29 WHEN f28 THEN 28
+                    WHEN f27 THEN 27 WHEN f26 THEN 26 WHEN f25 THEN 25 WHEN f24 THEN 24
+                    WHEN f23 THEN 23 WHEN f22 THEN 22 WHEN f21 THEN 21 WHEN f19 THEN 19
+                    WHEN f18 THEN 18 WHEN f17 THEN 17
+                END
+        END AS decided_at_step
+    FROM steps
+)
+SELECT
+    nucleus_id,
+    -- the class each final annotation step gives, indexed by step number (1-31)
+    CAST([NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, 'goblet', 'endocrine', 'epithelial', NULL, 'fibroblast', 'stromal',
+          'myeloid', 'helper_t', 'cytotoxic_t', 't_cell_receptor', 'monocyte', 'macrophage',
+          'b_cell', 'leukocyte', 'progenitor'][decided_at_step] AS VARCHAR) AS cell_type,
+    CAST(CASE WHEN decided_at_step <= 16 THEN decided_at_step END AS SMALLINT) AS excluded_at_step
+FROM decided;
+
+CREATE OR REPLACE TABLE cell_type_hierarchy AS
+SELECT
+    CAST(cell_type AS VARCHAR) AS cell_type,
+    CAST(class_index AS SMALLINT) AS class_index,
+    CAST(compartment AS VARCHAR) AS compartment,
+    CAST(lineage AS VARCHAR) AS lineage
+FROM (VALUES
+    ('goblet', 0, 'epithelial', NULL),
+    ('endocrine', 1, 'epithelial', NULL),
+    ('epithelial', 2, 'epithelial', NULL),
+    ('progenitor', 3, 'epithelial', NULL),
+    ('fibroblast', 4, 'connective', NULL),
+    ('stromal', 5, 'connective', NULL),
+    ('monocyte', 6, 'immune', 'myeloid'),
+    ('macrophage', 7, 'immune', 'myeloid'),
+    ('helper_t', 8, 'immune', 'lymphoid'),
+    ('cytotoxic_t', 9, 'immune', 'lymphoid'),
+    ('t_cell_receptor', 10, 'immune', 'lymphoid'),
+    ('b_cell', 11, 'immune', 'lymphoid'),
+    ('myeloid', 12, 'immune', 'myeloid'),
+    ('leukocyte', 13, 'immune', NULL)
+) AS h(cell_type, class_index, compartment, lineage);

@@ -1,0 +1,167 @@
+"""The DuckDB catalog: one database file of views over the Parquet datasets and the rule SQL.
+
+A user opens it with the duckdb CLI (`duckdb data/catalog.duckdb`) or Python
+(`duckdb.connect("data/catalog.duckdb", read_only=True)`). The file holds no nucleus rows, only
+view definitions that read the Parquet datasets where they lie, so it is small and always shows
+the datasets' current contents. It is rebuilt as a whole in a temporary file that then replaces
+the old one, so a reader never opens a half-built catalog.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.errors import StoreLayoutError
+from storage.layout import DataLayout
+from storage.parquet_dataset import dataset_glob, slide_ids
+
+SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
+
+# Empty tables stand in for optional datasets not yet written, so every view still binds.
+MANIFEST_COLUMNS = (
+    "slide_id VARCHAR, patient_id VARCHAR, site VARCHAR, condition VARCHAR, path VARCHAR, "
+    "mpp DOUBLE, content_sha256 VARCHAR"
+)
+FEATURE_COLUMNS = "nucleus_id BIGINT, slide_id VARCHAR"
+THRESHOLD_COLUMNS = (
+    "slide_id VARCHAR, stain VARCHAR, stain_key VARCHAR, threshold DOUBLE, source VARCHAR, "
+    "method VARCHAR, set_by VARCHAR, note VARCHAR, threshold_version VARCHAR"
+)
+LABEL_COLUMNS = (
+    "nucleus_id BIGINT, slide_id VARCHAR, cell_type VARCHAR, class_index SMALLINT, "
+    "excluded_at_step SMALLINT, threshold_version VARCHAR"
+)
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_sql(name: str | Path) -> str:
+    """The text of a SQL file: a name under the project's sql/ folder, or any path."""
+    path = Path(name)
+    if not path.is_absolute():
+        path = SQL_DIR / path
+    if not path.is_file():
+        raise StoreLayoutError(
+            f"SQL file {path} does not exist; give a file under {SQL_DIR} or an absolute path."
+        )
+    return path.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class ParquetSource:
+    """A view over Parquet files; `empty_columns` makes an empty table when none exist yet."""
+
+    view: str
+    glob: str
+    empty_columns: str | None = None
+
+
+@dataclass(frozen=True)
+class CatalogSpec:
+    """What the catalog holds: Parquet views first, then SQL scripts run in order."""
+
+    sources: tuple[ParquetSource, ...]
+    scripts: tuple[str, ...] = field(default_factory=tuple)
+
+
+def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
+    """The project's datasets as catalog views (empty tables for those not written yet)."""
+    return (
+        ParquetSource("nucleus_features", dataset_glob(layout.features_dir), FEATURE_COLUMNS),
+        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir), THRESHOLD_COLUMNS),
+        ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
+        ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
+    )
+
+
+def threshold_stain_keys(layout: DataLayout) -> list[str]:
+    """Every stain_key in the stain_thresholds dataset (raw; validate before use in SQL);
+    empty when no slide has thresholds yet."""
+    if not slide_ids(layout.thresholds_dir):
+        return []
+    frame = pl.scan_parquet(dataset_glob(layout.thresholds_dir)).select("stain_key").unique()
+    return sorted(frame.collect()["stain_key"].to_list())
+
+
+def _has_files(pattern: str) -> bool:
+    return bool(glob.glob(pattern))
+
+
+def _create_source(con: duckdb.DuckDBPyConnection, source: ParquetSource) -> None:
+    name = quote_identifier(source.view)
+    if _has_files(source.glob):
+        con.execute(
+            f"CREATE VIEW {name} AS SELECT * FROM read_parquet({quote_literal(source.glob)}, "
+            "union_by_name = true, hive_partitioning = false)"
+        )
+    elif source.empty_columns is not None:
+        con.execute(f"CREATE TABLE {name} ({source.empty_columns})")
+    else:
+        raise StoreLayoutError(
+            f"The catalog needs {source.view} but {source.glob} matches no file: "
+            "materialise it first."
+        )
+
+
+def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
+    """Build the catalog file at `db_path` from scratch, replacing the old one atomically."""
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(db_path)
+    with atomic_path(db_path) as tmp:
+        con = duckdb.connect(str(tmp))
+        try:
+            for source in spec.sources:
+                _create_source(con, source)
+            for script in spec.scripts:
+                con.execute(script)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        wal = tmp.with_name(tmp.name + ".wal")
+        wal.unlink(missing_ok=True)
+    return db_path
+
+
+def query_catalog(db_path: Path, sql: str, parameters: Sequence | Mapping | None = None
+                  ) -> pl.DataFrame:
+    """Run a read-only query on the catalog file and return the result."""
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise StoreLayoutError(f"No catalog at {db_path}: materialise nucleus_catalog first.")
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        return pl.from_arrow(con.sql(sql, params=parameters).to_arrow_table())
+    finally:
+        con.close()
+
+
+CATALOG_VIEWS_SQL = "catalog_views.sql"
+DEFAULT_RULES_SQL = "cell_type_rules.sql"
+
+
+def project_catalog_spec(
+    layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
+) -> CatalogSpec:
+    """The project's catalog: dataset views, then marker_positivity, the rules, the summaries.
+
+    `positivity_sql` is generated from the cohort's validated stain keys (see
+    pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.
+    """
+    return CatalogSpec(
+        sources=layout_sources(layout),
+        scripts=(positivity_sql, read_sql(rules_sql), read_sql(CATALOG_VIEWS_SQL)),
+    )
