@@ -6,6 +6,8 @@ PAPER_RUN_CONFIG: dict = {
     "ops": {
         # §2.4: 20,000 steps at batch 256 per fold (pipelines/train/profiles.py "paper").
         "classifier": {"config": {"profile": "paper"}},
+        # Full-size CycleGAN (ngf 64, 9 residual blocks, 224 px crops, 100k steps).
+        "cyclegan_model": {"config": {"profile": "paper"}},
     }
 }
 
