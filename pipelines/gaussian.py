@@ -74,21 +74,34 @@ if numba is not None:
                     acc[i] += k * line[i + t]
 
 
-def gaussian_blur(image: np.ndarray, sigma: float, truncate: float = 4.0) -> np.ndarray:
-    """(h, w) float32 `image` smoothed by a Gaussian of `sigma` pixels (scipy's "reflect")."""
+def gaussian_blur(
+    image: np.ndarray,
+    sigma: float | tuple[float, float],
+    truncate: float = 4.0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """(h, w) float32 `image` smoothed by a Gaussian of `sigma` pixels (one per axis if a
+    pair), scipy's "reflect" border; written into `out` (float32, same shape) when given."""
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"gaussian_blur takes a 2-D image, got shape {image.shape}.")
-    if sigma <= 0 or image.size == 0:
-        return image.copy()
+    sy, sx = (float(sigma), float(sigma)) if np.isscalar(sigma) else map(float, sigma)
+    if out is None:
+        out = np.empty_like(image)
     if numba is None:  # pragma: no cover - scipy fallback
-        return ndimage.gaussian_filter(image, sigma, mode="reflect", truncate=truncate)
-    kernel = gaussian_kernel(sigma, truncate)
-    radius = kernel.size // 2
+        return ndimage.gaussian_filter(image, (sy, sx), mode="reflect", truncate=truncate,
+                                       output=out)
     h, w = image.shape
-    tmp = np.empty_like(image)
-    _smooth_rows(image, kernel, _mirror(h, radius), tmp)
-    out = np.empty_like(image)
-    line = np.empty(w + 2 * radius, np.float32)
-    _smooth_cols(tmp, kernel, _mirror(w, radius), line, out)
+    if sy > 0 and h > 0:
+        ky = gaussian_kernel(sy, truncate)
+        tmp = np.empty_like(image)
+        _smooth_rows(image, ky, _mirror(h, ky.size // 2), tmp)
+    else:
+        tmp = image
+    if sx > 0 and w > 0:
+        kx = gaussian_kernel(sx, truncate)
+        line = np.empty(w + 2 * (kx.size // 2), np.float32)
+        _smooth_cols(tmp, kx, _mirror(w, kx.size // 2), line, out)
+    else:
+        out[...] = tmp
     return out
