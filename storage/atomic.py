@@ -1,7 +1,8 @@
 """Write to a temporary sibling, then rename: readers see the old version or the new, never half.
 
 A killed run leaves only `.<name>.tmp-*` siblings behind, which `remove_stale_temporaries`
-clears on the next run.
+clears on the next run. On object storage (an fsspec URL) there is no rename: the temporary is
+a local file or folder that is uploaded when complete (storage/fs.py `staged` describes how).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from storage.fs import StoragePath, as_path, staged
 
 _TMP_MARK = ".tmp-"
 
@@ -61,7 +64,11 @@ def _fsync_dir(directory: Path) -> None:
 @contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path to write to; on success it becomes `final`, on error it vanishes."""
-    final = Path(final)
+    final = as_path(final)
+    if not isinstance(final, Path):
+        with staged(final) as tmp:
+            yield tmp
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(final)
     try:
@@ -74,16 +81,16 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     publish(tmp, final)
 
 
-def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:
+def atomic_write_bytes(final: str | os.PathLike[str], data: bytes) -> StoragePath:
     """Write `data` to `final` atomically (fsync before rename)."""
     with atomic_path(final) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    return Path(final)
+    return as_path(final)
 
 
-def atomic_write_text(final: str | os.PathLike[str], text: str) -> Path:
+def atomic_write_text(final: str | os.PathLike[str], text: str) -> StoragePath:
     return atomic_write_bytes(final, text.encode("utf-8"))
 
 
@@ -91,9 +98,10 @@ def remove_stale_temporaries(final: str | os.PathLike[str]) -> int:
     """Delete leftovers of killed writes of `final` (its `.<name>.tmp-*` siblings only).
 
     Only this path's own leftovers go: another process may be writing a sibling right now.
+    Object storage never holds temporaries (they are local), so there is nothing to clear.
     """
-    final = Path(final)
-    if not final.parent.is_dir():
+    final = as_path(final)
+    if not isinstance(final, Path) or not final.parent.is_dir():
         return 0
     stale = list(final.parent.glob(f".{final.name}{_TMP_MARK}*"))
     for path in stale:

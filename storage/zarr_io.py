@@ -11,6 +11,7 @@ from zarr.codecs import BloscCodec, BloscShuffle
 
 from storage.atomic import atomic_path
 from storage.errors import StoreLayoutError
+from storage.fs import as_path, zarr_store
 
 FORMAT_VERSION = 1
 
@@ -35,11 +36,14 @@ def new_group(final: Path, kind: str) -> Iterator[zarr.Group]:
 
 
 def open_group(path: Path, kind: str, mode: str = "r") -> zarr.Group:
-    """Open a finished store and check it is the kind of store the caller expects."""
-    path = Path(path)
-    if not path.exists():
+    """Open a finished store and check it is the kind of store the caller expects.
+
+    On object storage a store exists once its `zarr.json` does (it is uploaded last).
+    """
+    path = as_path(path)
+    if not (path.exists() if isinstance(path, Path) else (path / "zarr.json").exists()):
         raise StoreLayoutError(f"No {kind} store at {path}: materialise the asset that writes it.")
-    group = zarr.open_group(store=str(path), mode=mode)
+    group = zarr.open_group(store=zarr_store(path, read_only=mode == "r"), mode=mode)
     found = group.attrs.get("kind")
     if found != kind:
         raise StoreLayoutError(f"{path} holds a {found!r} store, expected {kind!r}.")
