@@ -20,6 +20,7 @@ import polars as pl
 
 from storage.atomic import atomic_path
 from storage.errors import SlideIdError, StorageError
+from storage.fs import as_path, read_parquet
 from storage.layout import validate_slide_id
 from storage.slide_sources import INBOX_MANIFEST, content_sha256, discover_inbox, slide_id_for
 
@@ -226,23 +227,23 @@ def write_manifest(frame: pl.DataFrame, final: str | Path) -> Path:
     out = frame.select([pl.col(c).cast(t) for c, t in MANIFEST_SCHEMA.items()]).sort("slide_id")
     with atomic_path(final) as tmp:
         out.write_parquet(tmp, compression="zstd", statistics=True)
-    return Path(final)
+    return as_path(final)
 
 
 def read_manifest_parquet(path: str | Path) -> pl.DataFrame:
     """The manifest `write_manifest` wrote; an error telling what to materialise if absent."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ManifestError(f"No slide manifest at {path}: materialise the slide_manifest asset.")
-    return pl.read_parquet(path)
+    return read_parquet(path)
 
 
 def manifest_row(path: str | Path, slide_id: str) -> dict | None:
     """One slide's row of the written manifest, or None when the file or the slide is absent."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         return None
-    rows = pl.read_parquet(path).filter(pl.col("slide_id") == slide_id).to_dicts()
+    rows = read_parquet(path).filter(pl.col("slide_id") == slide_id).to_dicts()
     return rows[0] if rows else None
 
 
