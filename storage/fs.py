@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, BinaryIO, TypeAlias
 
 import polars as pl
 from upath import UPath
@@ -177,6 +177,18 @@ def tree_bytes(path: StoragePath) -> int:
     if not path.exists():
         return 0
     return int(path.fs.du(path.path, total=True))
+
+
+@contextmanager
+def readable(path: StoragePath) -> Iterator[Path | BinaryIO]:
+    """For readers taking a file name or an open binary file (tifffile): the local path itself,
+    or the remote object opened for random access (closed on exit)."""
+    path = as_path(path)
+    if isinstance(path, Path):
+        yield path
+        return
+    with path.open("rb") as fh:
+        yield fh
 
 
 @contextmanager

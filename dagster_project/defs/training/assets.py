@@ -21,6 +21,7 @@ from pipelines.train.model import RandomInitWarning
 from pipelines.train.profiles import PROFILE_ENV, training_profile
 from pipelines.train.split import SplitParams, check_folds, make_folds
 from storage.folds import folds_path, read_folds, write_folds
+from storage.manifest import read_manifest_parquet
 
 
 class FoldSplitConfig(dg.Config):
@@ -52,7 +53,7 @@ def fold_split(config: FoldSplitConfig, data_root: DataRoot) -> dg.MaterializeRe
     """Patient-level 5-fold split: per fold 60 % train, 20 % validation, 20 % test patients,
     every set with both sites and healthy and diseased patients."""
     layout = data_root.layout
-    manifest = pl.read_parquet(layout.manifest_parquet)
+    manifest = read_manifest_parquet(layout.manifest_parquet)
     folds = make_folds(manifest, SplitParams(seed=config.seed))
     problems = check_folds(folds, manifest)
     if problems:
@@ -149,5 +150,5 @@ def classifier_evaluation(
 def fold_split_is_sound(data_root: DataRoot) -> dg.AssetCheckResult:
     layout = data_root.layout
     problems = check_folds(read_folds(folds_path(layout.root)),
-                           pl.read_parquet(layout.manifest_parquet))
+                           read_manifest_parquet(layout.manifest_parquet))
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": str(problems)})
