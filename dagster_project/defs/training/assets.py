@@ -22,6 +22,14 @@ from pipelines.train.profiles import PROFILE_ENV, training_profile
 from pipelines.train.split import SplitParams, check_folds, make_folds
 from storage.folds import folds_path, read_folds, write_folds
 
+# Under the Kubernetes executor a training step asks for one GPU (ignored elsewhere).
+GPU_NODE_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    }
+}
+
 
 class FoldSplitConfig(dg.Config):
     """Seed of the patient deal; the same manifest and seed always give the same folds."""
@@ -71,6 +79,7 @@ def fold_split(config: FoldSplitConfig, data_root: DataRoot) -> dg.MaterializeRe
     key="classifier", group_name="classifier", partitions_def=fold_partitions, pool="gpu",
     deps=["fold_split", dg.AssetDep("nucleus_patches", partition_mapping=dg.AllPartitionMapping())],
     kinds={"pytorch"},
+    op_tags=GPU_NODE_TAGS,
 )
 def classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, data_root: DataRoot
