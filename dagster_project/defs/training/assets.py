@@ -40,7 +40,7 @@ class FoldSplitConfig(dg.Config):
 class ClassifierConfig(dg.Config):
     """`profile` demo (CPU minutes) or paper (§2.4: 20,000 steps at batch 256); fields set
     here override the profile. `resnet18_weights`: a local ImageNet file (never downloaded).
-    `cpu_threads`: torch threads on CPU (None: the profile's, 1 for the demo; 0: torch's
+    `cpu_threads`: torch threads on CPU (None: the profile's; 0: torch's
     default). `resume`: continue an interrupted run of the same settings and slides."""
 
     profile: str = os.environ.get(PROFILE_ENV, "demo")
