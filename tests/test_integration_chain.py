@@ -24,6 +24,7 @@ TINY = {
 
 
 @pytest.mark.integration
+@pytest.mark.timeout(2400)
 @pytest.mark.slow
 def test_every_asset_materialises_and_the_tables_add_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

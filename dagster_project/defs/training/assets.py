@@ -23,6 +23,14 @@ from pipelines.train.split import SplitParams, check_folds, make_folds
 from storage.folds import folds_path, read_folds, write_folds
 from storage.manifest import read_manifest_parquet
 
+# Under the Kubernetes executor a training step asks for one GPU (ignored elsewhere).
+GPU_NODE_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    }
+}
+
 
 class FoldSplitConfig(dg.Config):
     """Seed of the patient deal; the same manifest and seed always give the same folds."""
@@ -33,7 +41,7 @@ class FoldSplitConfig(dg.Config):
 class ClassifierConfig(dg.Config):
     """`profile` demo (CPU minutes) or paper (§2.4: 20,000 steps at batch 256); fields set
     here override the profile. `resnet18_weights`: a local ImageNet file (never downloaded).
-    `cpu_threads`: torch threads on CPU (None: the profile's, 1 for the demo; 0: torch's
+    `cpu_threads`: torch threads on CPU (None: the profile's; 0: torch's
     default). `resume`: continue an interrupted run of the same settings and slides."""
 
     profile: str = os.environ.get(PROFILE_ENV, "demo")
@@ -72,6 +80,7 @@ def fold_split(config: FoldSplitConfig, data_root: DataRoot) -> dg.MaterializeRe
     key="classifier", group_name="classifier", partitions_def=fold_partitions, pool="gpu",
     deps=["fold_split", dg.AssetDep("nucleus_patches", partition_mapping=dg.AllPartitionMapping())],
     kinds={"pytorch"},
+    op_tags=GPU_NODE_TAGS,
 )
 def classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, data_root: DataRoot
