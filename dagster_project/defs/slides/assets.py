@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 
+from dagster_project.automation import MANIFEST, NEW_SLIDE
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
@@ -28,7 +29,8 @@ class SlideImageConfig(dg.Config):
     force: bool = False
 
 
-@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"})
+@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"},
+          automation_condition=MANIFEST)
 def slide_manifest(
     context: dg.AssetExecutionContext, data_root: DataRoot, slide_inputs: SlideInputs
 ) -> dg.MaterializeResult:
@@ -61,6 +63,7 @@ def slide_manifest(
     deps=[slide_manifest],
     kinds={"zarr"},
     check_specs=[dg.AssetCheckSpec(SLIDE_CHECK, asset="slide_image")],
+    automation_condition=NEW_SLIDE,
 )
 def slide_image(
     context: dg.AssetExecutionContext,
