@@ -1,5 +1,6 @@
 """The slide manifest (unpartitioned) and each slide's ingested image (slide-partitioned)."""
 
+import hashlib
 import time
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def slide_image(
     seconds = time.perf_counter() - started
     mb_written = 0.0 if reused else folder_bytes(final) / 1e6
     return dg.MaterializeResult(
+        data_version=store_version(info, digest),
         metadata={
             "stains": ", ".join(info.stains),
             "n_stains": len(info.stains),
@@ -106,6 +108,12 @@ def slide_image(
         },
         check_results=[check_slide_store(final)],
     )
+
+
+def store_version(info: SlideInfo, digest: str) -> dg.DataVersion:
+    """The slide store's data version: source content plus layout, so re-ingesting the same
+    file the same way leaves every downstream stage up to date."""
+    return dg.DataVersion(hashlib.sha256(f"{digest}|{info!r}".encode()).hexdigest()[:24])
 
 
 def info_mb(info: SlideInfo) -> float:
