@@ -1,11 +1,13 @@
 """Write to a temporary sibling, then rename: readers see the old version or the new, never half.
 
-A killed run leaves only `.<name>.tmp-*` siblings behind, which `remove_stale_temporaries`
-clears on the next run.
+A killed run leaves only `.<name>.tmp-*` siblings behind, which the next write of the same
+path clears (`remove_own_temporaries`); `remove_stale_temporaries` clears a whole folder, for a
+folder that only one writer uses at a time.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import uuid
@@ -93,6 +95,21 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
     if not directory.is_dir():
         return 0
     stale = [p for p in directory.iterdir() if p.name.startswith(".") and _TMP_MARK in p.name]
+    for path in stale:
+        _remove(path)
+    return len(stale)
+
+
+def remove_own_temporaries(final: str | os.PathLike[str]) -> int:
+    """Delete leftovers of killed writes of `final` only (`.<name>.tmp-*`); returns how many.
+
+    Writers of other paths in the same folder (other slides, other datasets) may be running
+    right now: their temporaries are left alone.
+    """
+    final = Path(final)
+    if not final.parent.is_dir():
+        return 0
+    stale = list(final.parent.glob(f".{glob.escape(final.name)}{_TMP_MARK}*"))
     for path in stale:
         _remove(path)
     return len(stale)
