@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, slide_ids
@@ -120,7 +120,7 @@ def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
     """Build the catalog file at `db_path` from scratch, replacing the old one atomically."""
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(db_path.parent)
+    remove_own_temporaries(db_path)  # the folder holds other artifacts being written
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
