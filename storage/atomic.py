@@ -1,25 +1,67 @@
 """Write to a temporary sibling, then rename: readers see the old version or the new, never half.
 
 A killed run leaves only `.<name>.tmp-*` siblings behind, which the next write of the same
-path clears (`remove_own_temporaries`); `remove_stale_temporaries` clears a whole folder, for a
-folder that only one writer uses at a time.
+path clears (`remove_own_temporaries`, or `remove_stale_temporaries` for a whole folder). A
+temporary's name says which process on which host writes it
+(`.<name>.tmp-<host>-<pid>-<random>`), so only leftovers of writers that are gone are removed:
+a second run writing the same output at the same moment is left alone. Leftovers written on
+another host are removed once they are a day old.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 _TMP_MARK = ".tmp-"
+_OWNED = re.compile(r"^([0-9a-f]{8})-([0-9]+)-")
+ELSEWHERE_STALE_S = 24 * 3600
+
+
+def _host_tag() -> str:
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _owner() -> str:
+    return f"{_host_tag()}-{os.getpid()}"
 
 
 def _temporary_sibling(final: Path) -> Path:
-    return final.with_name(f".{final.name}{_TMP_MARK}{uuid.uuid4().hex[:12]}")
+    return final.with_name(f".{final.name}{_TMP_MARK}{_owner()}-{uuid.uuid4().hex[:12]}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _abandoned(path: Path) -> bool:
+    """A temporary whose writer is gone: its process on this host ended, it was written on
+    another host more than a day ago, or its name predates owner tags."""
+    owned = _OWNED.match(path.name.split(_TMP_MARK, 1)[1])
+    if owned is None:
+        return True
+    host, pid = owned.group(1), int(owned.group(2))
+    if host == _host_tag():
+        return not _process_alive(pid)
+    try:
+        return time.time() - path.lstat().st_mtime > ELSEWHERE_STALE_S
+    except FileNotFoundError:
+        return False
 
 
 def _remove(path: Path) -> None:
@@ -38,7 +80,7 @@ def publish(tmp: Path, final: Path) -> None:
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     if tmp.is_dir() and final.exists():
-        aside = final.with_name(f".{final.name}{_TMP_MARK}old-{uuid.uuid4().hex[:8]}")
+        aside = final.with_name(f".{final.name}{_TMP_MARK}{_owner()}-old-{uuid.uuid4().hex[:8]}")
         os.replace(final, aside)
         os.replace(tmp, final)
         _remove(aside)
@@ -94,7 +136,8 @@ def remove_stale_temporaries(directory: str | os.PathLike[str]) -> int:
     directory = Path(directory)
     if not directory.is_dir():
         return 0
-    stale = [p for p in directory.iterdir() if p.name.startswith(".") and _TMP_MARK in p.name]
+    stale = [p for p in directory.iterdir()
+             if p.name.startswith(".") and _TMP_MARK in p.name and _abandoned(p)]
     for path in stale:
         _remove(path)
     return len(stale)
@@ -104,12 +147,13 @@ def remove_own_temporaries(final: str | os.PathLike[str]) -> int:
     """Delete leftovers of killed writes of `final` only (`.<name>.tmp-*`); returns how many.
 
     Writers of other paths in the same folder (other slides, other datasets) may be running
-    right now: their temporaries are left alone.
+    right now: their temporaries are left alone, and so are those of a live writer of `final`.
     """
     final = Path(final)
     if not final.parent.is_dir():
         return 0
-    stale = list(final.parent.glob(f".{glob.escape(final.name)}{_TMP_MARK}*"))
+    stale = [p for p in final.parent.glob(f".{glob.escape(final.name)}{_TMP_MARK}*")
+             if _abandoned(p)]
     for path in stale:
         _remove(path)
     return len(stale)

@@ -3,11 +3,21 @@ in-flight temporaries alone; a re-run clears only its own leftovers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import polars as pl
 import pytest
 
-from storage.atomic import remove_own_temporaries
+from storage.atomic import (
+    ELSEWHERE_STALE_S,
+    _host_tag,
+    _temporary_sibling,
+    remove_own_temporaries,
+)
 from storage.catalog import CatalogSpec, ParquetSource, build_catalog, query_catalog
 from storage.layout import DataLayout
 from storage.mask_store import create_mask, open_mask
@@ -84,3 +94,22 @@ def test_a_store_rewrite_clears_its_killed_temporaries(tmp_path, leftover) -> No
         writer.write(0, 0, np.ones((4, 4), np.int32))
     assert sorted(p.name for p in path.parent.iterdir()) == [".S2.zarr.tmp-running", "S1.zarr"]
     assert open_mask(path).read().sum() == 16
+
+
+def test_a_live_writer_of_the_same_output_is_left_alone(tmp_path) -> None:
+    final = tmp_path / "S1.zarr"
+    ours = _temporary_sibling(final)  # this process: alive
+    ours.mkdir()
+    dead_pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                                  capture_output=True, text=True, check=True).stdout)
+    dead = tmp_path / f".S1.zarr.tmp-{_host_tag()}-{dead_pid}-0123"
+    dead.mkdir()
+    other_host = "00000000" if _host_tag() != "00000000" else "ffffffff"
+    fresh = tmp_path / f".S1.zarr.tmp-{other_host}-42-fresh"
+    old = tmp_path / f".S1.zarr.tmp-{other_host}-42-old"
+    fresh.mkdir()
+    old.mkdir()
+    two_days_ago = time.time() - 2 * ELSEWHERE_STALE_S
+    os.utime(old, (two_days_ago, two_days_ago))
+    assert remove_own_temporaries(final) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([ours.name, fresh.name])
