@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import _TMP_MARK, _remove
+from storage.atomic import remove_own_temporaries
 from storage.errors import StorageError
 from storage.slide_store import DEFAULT_CHUNK_PX, SlideInfo, create_slide, open_slide
 
@@ -41,17 +41,6 @@ def folder_bytes(path: Path) -> int:
     if path.is_file():
         return path.stat().st_size
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def remove_own_temporaries(final: Path) -> int:
-    """Delete leftovers of killed writes of this one store (`.<name>.tmp-*`), not of others."""
-    final = Path(final)
-    if not final.parent.is_dir():
-        return 0
-    stale = [p for p in final.parent.glob(f".{final.name}{_TMP_MARK}*")]
-    for path in stale:
-        _remove(path)
-    return len(stale)
 
 
 class _Failed:
