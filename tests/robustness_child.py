@@ -66,6 +66,38 @@ def process_slide(root: str, slide_id: str, barrier=None) -> None:
     materialise(root, SLIDE_ASSETS, slide_id)
 
 
+def label_slides(root: str, slide_ids: list[str]) -> dict[str, float]:
+    """Ingest, nuclei and labels of each slide, by calling the assets in this process (no
+    run records: the asset code itself); seconds per stage, summed."""
+    from dagster_project.defs.nuclei.assets import NucleusFeaturesConfig, NucleusMaskConfig
+    from dagster_project.defs.slides.assets import SlideImageConfig
+
+    res = resources(root)
+    data_root, settings = res["data_root"], res["label_settings"]
+    stages = (
+        ("slide_image", slide_image, {"config": SlideImageConfig(), "data_root": data_root,
+                                      "slide_inputs": res["slide_inputs"]}),
+        ("nucleus_mask", nucleus_mask, {"config": NucleusMaskConfig()}),
+        ("nucleus_features", nucleus_features, {"config": NucleusFeaturesConfig(),
+                                                "data_root": data_root}),
+        ("stain_thresholds", stain_thresholds, {"data_root": data_root,
+                                                "label_settings": settings}),
+        ("nucleus_labels", nucleus_labels, {"data_root": data_root}),
+    )
+    seconds = dict.fromkeys([name for name, _, _ in stages], 0.0)
+    instance = dg.DagsterInstance.ephemeral()  # one: each new one costs half a second
+    for slide_id in slide_ids:
+        for name, asset, kwargs in stages:
+            started = time.perf_counter()
+            context = dg.build_asset_context(
+                partition_key=slide_id, instance=instance,
+                resources={"data_root": data_root, "mesmer_pipes": res["mesmer_pipes"]}
+                if name == "nucleus_mask" else None)
+            asset(context, **kwargs)
+            seconds[name] += time.perf_counter() - started
+    return seconds
+
+
 def _meet_inside_patch_writes(barrier) -> None:
     from storage.patch_store import SlidePatchWriter
 
