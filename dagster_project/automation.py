@@ -4,8 +4,9 @@ The `automation` sensor (dagster_project/defs/automation/sensors.py, on by defau
 these conditions every 30 s and requests only the partitions that need work:
 
 - `NEW_SLIDE` (slide_image): a slide partition that appeared (the manifest or the inbox sensor
-  added it) and is not being ingested yet; a weekly re-check of every slide's source file
-  (a re-ingest that finds the same content hash writes nothing and keeps its data version).
+  added it) and is not being ingested yet. The `weekly_source_recheck` schedule
+  (defs/automation/schedules.py) re-ingests every slide at `WEEKLY_CRON`: one whose source
+  has the same content writes nothing and keeps its data version, so nothing downstream runs.
 - `SLIDE_STAGE` (every slide-partitioned stage after it): the slide's upstream stage produced a
   new data version. Data versions, not mere re-runs, count: a slide re-ingested with the same
   content, or thresholds recomputed to the same values, start nothing downstream.
@@ -59,8 +60,6 @@ def nightly_retry() -> dg.AutomationCondition:
 NEW_SLIDE = (
     (AC.missing().newly_true().since_last_handled() & ~_deps_missing() & ~AC.in_progress())
     .with_label("new_slide")
-    | (AC.cron_tick_passed(WEEKLY_CRON) & ~AC.missing() & ~AC.in_progress())
-    .with_label("weekly_source_recheck")
     | nightly_retry()
 ).with_label("slide_image")
 

@@ -12,6 +12,7 @@ import pytest
 
 from dagster_project.automation import NIGHTLY_CRON
 from dagster_project.definitions import defs
+from dagster_project.defs.automation.schedules import weekly_source_recheck
 from dagster_project.defs.automation.sensors import automation
 from dagster_project.defs.slides.assets import slide_image, slide_manifest
 from dagster_project.defs.slides.resources import SlideInputs
@@ -94,6 +95,7 @@ def test_sensor_is_on_by_default_and_sees_every_condition() -> None:
     assert {dg.AssetKey(k) for k in with_condition} <= targeted
 
 
+@pytest.mark.slow
 def test_only_the_changed_slide_flows_downstream(cohort) -> None:
     views = {("nucleus_catalog", None), ("patch_gallery", None)}
     cohort.materialise(slide_image, "s1")
@@ -120,6 +122,7 @@ def test_only_the_changed_slide_flows_downstream(cohort) -> None:
                              ("nucleus_patches", "s1")}
 
 
+@pytest.mark.slow
 def test_new_partition_is_ingested_and_nightly_pass_retries_missing(cohort) -> None:
     cohort.instance.add_dynamic_partitions("slides", ["s3"])
     assert cohort.tick() == {("slide_image", "s3")} | _chain("s3")
@@ -135,3 +138,16 @@ def test_new_partition_is_ingested_and_nightly_pass_retries_missing(cohort) -> N
     retried = cohort.tick(night)
     assert {("slide_image", "s1"), ("slide_image", "s2")} <= retried
     assert not {p for p in retried if p[1] == "s3"}
+
+
+def test_weekly_recheck_reingests_every_ingested_slide_once_a_week() -> None:
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("slides", ["s1", "s2", "s3"])
+        for slide_id in ("s1", "s3"):  # s2 never ingested: the nightly pass's business
+            instance.report_runless_asset_event(
+                dg.AssetMaterialization(asset_key="slide_image", partition=slide_id))
+        sunday = dt.datetime(2026, 11, 29, 3, 0, tzinfo=dt.UTC)
+        requests = weekly_source_recheck(dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=sunday))
+        assert [r.partition_key for r in requests] == ["s1", "s3"]
+        assert requests[0].run_key == "recheck:s1:2026-W48"
