@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, local_copy, register_filesystem
 from storage.layout import DataLayout
@@ -128,7 +128,7 @@ def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
     """
     db_path = as_path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(db_path)
+    remove_own_temporaries(db_path)  # the folder holds other artifacts being written
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.atomic import atomic_path, remove_own_temporaries
 from storage.fs import StoragePath, as_path, glob, read_parquet, remove_tree, scan_parquet
 from storage.layout import validate_slide_id
 
@@ -31,7 +31,7 @@ def write_slide_partition(dataset_dir: Path, slide_id: str, frame: pl.DataFrame)
     else:
         frame = frame.with_columns(pl.lit(slide_id).alias("slide_id"))
     final = partition_path(dataset_dir, slide_id)
-    remove_stale_temporaries(final)
+    remove_own_temporaries(final)
     with atomic_path(final) as tmp:
         frame.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True)
     return final

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from storage.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+from storage.atomic import atomic_path, atomic_write_text, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, glob, zarr_store
 from storage.layout import validate_slide_id
@@ -97,7 +97,7 @@ def create_slide_patches(
     order = patch_order(class_index, nucleus_id)
     if not np.array_equal(order, np.arange(n)):
         raise ValueError(f"Patches of slide {slide_id!r} are not in patch_order.")
-    remove_stale_temporaries(store / slide_id)
+    remove_own_temporaries(store / slide_id)  # other slides may be writing right now
     with atomic_path(store / slide_id) as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         rows = max(1, min(CHUNK_ROWS, n))

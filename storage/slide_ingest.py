@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import remove_stale_temporaries
+from storage.atomic import remove_own_temporaries
 from storage.errors import StorageError
 from storage.fs import as_path, tree_bytes
 from storage.slide_store import DEFAULT_CHUNK_PX, SlideInfo, create_slide, open_slide
@@ -109,7 +109,7 @@ def write_slide(
     are read in a background thread while the current one is written (0: no thread).
     """
     final = as_path(final)
-    remove_stale_temporaries(final)
+    remove_own_temporaries(final)
     started = time.perf_counter()
     count = 0
     with create_slide(final, info, source=source, chunk_px=chunk_px) as writer:

@@ -9,7 +9,7 @@ from pathlib import Path
 import zarr
 from zarr.codecs import BloscCodec, BloscShuffle
 
-from storage.atomic import atomic_path
+from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, zarr_store
 
@@ -28,7 +28,11 @@ def default_compressors(itemsize: int = 1) -> tuple[BloscCodec, ...]:
 
 @contextmanager
 def new_group(final: Path, kind: str) -> Iterator[zarr.Group]:
-    """Create a Zarr group in a temporary directory; it appears at `final` only when complete."""
+    """Create a Zarr group in a temporary directory; it appears at `final` only when complete.
+
+    Leftovers of earlier killed writes of the same store are removed first.
+    """
+    remove_own_temporaries(final)
     with atomic_path(final) as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         group.attrs.update({"kind": kind, "format_version": FORMAT_VERSION})

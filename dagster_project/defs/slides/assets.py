@@ -1,11 +1,13 @@
 """The slide manifest (unpartitioned) and each slide's ingested image (slide-partitioned)."""
 
+import hashlib
 import time
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
+from dagster_project.automation import MANIFEST, NEW_SLIDE
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
@@ -29,7 +31,8 @@ class SlideImageConfig(dg.Config):
     force: bool = False
 
 
-@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"})
+@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"},
+          automation_condition=MANIFEST)
 def slide_manifest(
     context: dg.AssetExecutionContext, data_root: DataRoot, slide_inputs: SlideInputs
 ) -> dg.MaterializeResult:
@@ -62,6 +65,7 @@ def slide_manifest(
     deps=[slide_manifest],
     kinds={"zarr"},
     check_specs=[dg.AssetCheckSpec(SLIDE_CHECK, asset="slide_image")],
+    automation_condition=NEW_SLIDE,
 )
 def slide_image(
     context: dg.AssetExecutionContext,
@@ -89,6 +93,7 @@ def slide_image(
     seconds = time.perf_counter() - started
     mb_written = 0.0 if reused else folder_bytes(final) / 1e6
     return dg.MaterializeResult(
+        data_version=store_version(info, digest),
         metadata={
             "stains": ", ".join(info.stains),
             "n_stains": len(info.stains),
@@ -105,6 +110,12 @@ def slide_image(
         },
         check_results=[check_slide_store(final)],
     )
+
+
+def store_version(info: SlideInfo, digest: str) -> dg.DataVersion:
+    """The slide store's data version: source content plus layout, so re-ingesting the same
+    file the same way leaves every downstream stage up to date."""
+    return dg.DataVersion(hashlib.sha256(f"{digest}|{info!r}".encode()).hexdigest()[:24])
 
 
 def info_mb(info: SlideInfo) -> float:
