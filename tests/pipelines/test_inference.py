@@ -164,3 +164,15 @@ def test_map_png(slide) -> None:
     empty = inference_map_png(SLIDE, np.zeros(0), np.zeros(0), np.zeros(0, int), None, 0.5,
                               "fold 0")
     assert empty[:4] == b"\x89PNG"
+
+
+def test_slide_without_nuclei(models) -> None:
+    rgb = np.full((64, 64, 3), 230, np.uint8)
+    empty = pl.DataFrame(schema={"nucleus_id": pl.Int64, "centroid_y_px": pl.Float64,
+                                 "centroid_x_px": pl.Float64})
+    plan = plan_inference(SLIDE, empty, 64, 64, MPP)
+    result = predict_slide(_read(rgb), plan, models, InferenceParams(device="cpu"))
+    assert result.probabilities.shape == (0, len(CELL_TYPES))
+    frame = inference_frame(SLIDE, result.nucleus_id, result.probabilities, [0, 1])
+    assert frame.height == 0 and frame.width == 20
+    assert predicted_counts(frame)["n_nuclei"].sum() == 0
