@@ -17,10 +17,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 from dagster_project.instance import ensure_dagster_home
 from dagster_project.resources import DATA_ROOT_ENV
+from storage.fs import as_path, is_remote
 
 PROFILES = ("demo", "paper")
 # Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
@@ -164,7 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="materialise only these asset keys (still in dependency order)")
     args = parser.parse_args(argv)
     if args.data:
-        os.environ[DATA_ROOT_ENV] = str(Path(args.data).resolve())
+        root = as_path(args.data)
+        os.environ[DATA_ROOT_ENV] = str(root if is_remote(root) else root.resolve())
     ensure_dagster_home()
     if args.command == "demo":
         return run_all(args.profile, args.workers, args.only)

@@ -29,7 +29,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import torch
-import torch.nn.functional as F
 from numpy.lib.stride_tricks import as_strided
 
 from pipelines.errors import ConfigurationError, SlideInputError
@@ -81,29 +80,37 @@ class ResampleGrid:
         return (np.asarray(dst_index, np.float64) + 0.5) * self.p / self.q - 0.5
 
 
-def resample_rgb(window: np.ndarray, grid: ResampleGrid) -> np.ndarray:
+def resample_rgb(
+    window: np.ndarray, grid: ResampleGrid, out: np.ndarray | None = None
+) -> np.ndarray:
     """Resample an (h, w, 3) uint8 window that starts on a period boundary to the grid.
 
     Returns (dst_size(h), dst_size(w), 3) uint8; output pixel k has its centre at window
     coordinate (k + 0.5) * p / q - 0.5. Bilinear, antialiased when shrinking (PIL-style
-    triangle filter), uint8 arithmetic.
+    triangle filter), uint8 arithmetic. `out`, if given, is a C-contiguous array of that shape
+    the result is written into (and returned), so a tile loop reuses one buffer.
     """
     if grid.p == grid.q:
         return np.asarray(window)
     h, w, _ = window.shape
-    x = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)[None]
-    x = x.contiguous(memory_format=torch.channels_last)
-    if h % grid.p == 0 and w % grid.p == 0:
-        size = {"size": (h * grid.q // grid.p, w * grid.q // grid.p)}
-    else:  # the slide's last tiles: same step, output size rounded down
-        size = {"scale_factor": grid.q / grid.p, "recompute_scale_factor": False}
-    out = F.interpolate(x, mode="bilinear", align_corners=False, antialias=grid.p > grid.q, **size)
-    # Interleaved RGB (y, x, 3) so each patch is one compact block of memory.
-    out = np.ascontiguousarray(out[0].permute(1, 2, 0).numpy())
     dst_h, dst_w = grid.dst_size(h), grid.dst_size(w)
-    if out.shape[0] < dst_h or out.shape[1] < dst_w:  # pragma: no cover, float rounding guard
-        raise AssertionError(f"Resampling {h}x{w} px gave {out.shape[:2]}, not {dst_h}x{dst_w}.")
-    return out[:dst_h, :dst_w]
+    if out is None:
+        out = np.empty((dst_h, dst_w, 3), np.uint8)
+    elif out.shape != (dst_h, dst_w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be C-contiguous uint8 of shape {(dst_h, dst_w, 3)}.")
+    # Interleaved (y, x, 3) in and out: as NCHW tensors both are channels_last, the layout the
+    # uint8 kernel works in, so neither side needs a transposing copy.
+    src = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)[None]
+    dst = torch.from_numpy(out).permute(2, 0, 1)[None]
+    # Full periods give the exact step from the sizes; the slide's last tiles pass the step.
+    scale = None if h % grid.p == 0 and w % grid.p == 0 else grid.q / grid.p
+    if grid.p > grid.q:
+        torch.ops.aten._upsample_bilinear2d_aa.out(
+            src, [dst_h, dst_w], False, scale, scale, out=dst
+        )
+    else:
+        torch.ops.aten.upsample_bilinear2d.out(src, [dst_h, dst_w], False, scale, scale, out=dst)
+    return out
 
 
 @dataclass(frozen=True)
@@ -409,21 +416,77 @@ def cut_patches(
     return view[np.asarray(centre_y) - y0, np.asarray(centre_x) - x0]
 
 
-def _edge_patch(
-    resampled: np.ndarray, oy: int, ox: int, cy: int, cx: int, patch_px: int,
-    dst_height_px: int, dst_width_px: int, pad_mode: str, pad_value: int,
-) -> np.ndarray:
-    """One patch reaching past the slide border: its part inside the slide, padded."""
-    half = patch_px // 2
-    y0, y1 = max(0, cy - half), min(dst_height_px, cy + half + 1)
-    x0, x1 = max(0, cx - half), min(dst_width_px, cx + half + 1)
-    crop = resampled[y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-    if crop.shape[:2] != (y1 - y0, x1 - x0):
-        raise AssertionError("The tile window does not cover a border patch; halo too small.")
-    pad = ((y0 - (cy - half), cy + half + 1 - y1), (x0 - (cx - half), cx + half + 1 - x1), (0, 0))
-    if pad_mode == "constant":
-        return np.pad(crop, pad, mode="constant", constant_values=pad_value)
-    return np.pad(crop, pad, mode="reflect")
+def _kept(buffer: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`buffer` if it has `shape`, else a new uint8 array (fresh pages cost more than a copy)."""
+    if buffer is None or buffer.shape != shape:
+        return np.empty(shape, np.uint8)
+    return buffer
+
+
+class _TileCanvas:
+    """One resampled tile window, padded past the slide border, in buffers reused per tile.
+
+    Interior tiles are resampled straight into a reused buffer; a tile at the slide border is
+    resampled into the middle of a larger buffer whose margins (half a patch wide, only on the
+    sides where the window meets the border) are then filled by reflection or a constant, so
+    every patch of a tile is one slice of the canvas and edge patches need no work of their own.
+    """
+
+    def __init__(self, plan: PatchPlan, params: PatchParams) -> None:
+        self.plan, self.params = plan, params
+        self.half = params.patch_px // 2
+        self._buffers: dict[tuple[int, int], np.ndarray] = {}
+        self._source: np.ndarray | None = None
+
+    def _buffer(self, h: int, w: int) -> np.ndarray:
+        if (h, w) not in self._buffers:
+            if len(self._buffers) > 8:  # a slide has at most 4 tile shapes per padding
+                self._buffers.clear()
+            self._buffers[h, w] = np.empty((h, w, 3), np.uint8)
+        return self._buffers[h, w]
+
+    def render(self, window: np.ndarray, ry0: int, rx0: int) -> tuple[np.ndarray, int, int]:
+        """The canvas of a source window at (ry0, rx0) and the patch-grid pixel of its [0, 0]."""
+        plan, grid, half = self.plan, self.plan.grid, self.half
+        if not window.flags.c_contiguous:  # a view into a larger image: copy to a kept buffer
+            self._source = _kept(self._source, window.shape)
+            self._source[...] = window
+            window = self._source
+        h, w = grid.dst_size(window.shape[0]), grid.dst_size(window.shape[1])
+        oy, ox = ry0 * grid.q // grid.p, rx0 * grid.q // grid.p
+        top, left = half if oy == 0 else 0, half if ox == 0 else 0
+        bottom = half if oy + h == plan.dst_height_px else 0
+        right = half if ox + w == plan.dst_width_px else 0
+        if not (top or left or bottom or right):
+            return resample_rgb(window, grid, self._buffer(h, w)), oy, ox
+        canvas = self._buffer(top + h + bottom, left + w + right)
+        if grid.p == grid.q:
+            canvas[top : top + h, left : left + w] = window
+        else:
+            inner = self._buffer(h, w)
+            canvas[top : top + h, left : left + w] = resample_rgb(window, grid, inner)
+        if self.params.pad_mode == "constant" or min(h, w) <= half:
+            if self.params.pad_mode == "constant":
+                padded = np.pad(canvas[top : top + h, left : left + w],
+                                ((top, bottom), (left, right), (0, 0)),
+                                mode="constant", constant_values=self.params.pad_value)
+            else:  # a slide narrower than half a patch: reflect more than once
+                padded = np.pad(canvas[top : top + h, left : left + w],
+                                ((top, bottom), (left, right), (0, 0)), mode="reflect")
+            canvas[...] = padded
+        else:  # reflect about the border pixel, columns first, then whole rows (corners too)
+            rows = slice(top, top + h)
+            if left:
+                canvas[rows, :left] = canvas[rows, left + 1 : 2 * left + 1][:, ::-1]
+            if right:
+                e = left + w
+                canvas[rows, e:] = canvas[rows, e - right - 1 : e - 1][:, ::-1]
+            if top:
+                canvas[:top] = canvas[top + 1 : 2 * top + 1][::-1]
+            if bottom:
+                e = top + h
+                canvas[e:] = canvas[e - bottom - 1 : e - 1][::-1]
+        return canvas, oy - top, ox - left
 
 
 def extract_patches(
@@ -450,6 +513,8 @@ def extract_patches(
     ids, starts = np.unique(tile_id[order], return_index=True)
     bounds = [*starts.tolist(), len(order)]
     halo = tile_halo_px(grid, P)
+    canvas = _TileCanvas(plan, params)
+    half = P // 2
     for k, tid in enumerate(ids.tolist()):
         rows = order[bounds[k] : bounds[k + 1]]
         ty, tx = divmod(int(tid), n_cols)
@@ -458,28 +523,13 @@ def extract_patches(
         x1 = min(plan.src_width_px, x0 + plan.tile_px)
         ry0, rx0 = max(0, y0 - halo), max(0, x0 - halo)
         ry1, rx1 = min(plan.src_height_px, y1 + halo), min(plan.src_width_px, x1 + halo)
-        resampled = resample_rgb(read_rgb(ry0, rx0, ry1, rx1), grid)
-        cy, cx = plan.centre_y[rows], plan.centre_x[rows]
-        oy, ox = ry0 * grid.q // grid.p, rx0 * grid.q // grid.p
-        h, w = resampled.shape[:2]
-        half = P // 2
-        inside = (cy - half >= oy) & (cx - half >= ox) & (cy + half < oy + h) & (cx + half < ox + w)
-        view = _positions_view(resampled, P)
-        iy, ix = cy - half - oy, cx - half - ox
-
-        def cut(i, view=view, iy=iy, ix=ix, inside=inside, cy=cy, cx=cx, oy=oy, ox=ox, r=resampled):
-            ok = inside[i]
-            if ok.all():
-                return view[iy[i], ix[i]]
-            out = np.empty((len(i), P, P, 3), np.uint8)
-            out[ok] = view[iy[i][ok], ix[i][ok]]
-            for k in np.flatnonzero(~ok):  # reaches past the slide border: pad this one alone
-                out[k] = _edge_patch(r, oy, ox, int(cy[i[k]]), int(cx[i[k]]), P,
-                                     plan.dst_height_px, plan.dst_width_px,
-                                     params.pad_mode, params.pad_value)
-            return out
-
-        assembler.add(rows, cut)
+        image, oy, ox = canvas.render(read_rgb(ry0, rx0, ry1, rx1), ry0, rx0)
+        iy, ix = plan.centre_y[rows] - half - oy, plan.centre_x[rows] - half - ox
+        h, w = image.shape[:2]
+        if iy.min() < 0 or ix.min() < 0 or iy.max() > h - P or ix.max() > w - P:
+            raise AssertionError("A tile window does not cover its patches; halo too small.")
+        view = _positions_view(image, P)
+        assembler.add(rows, lambda i, view=view, iy=iy, ix=ix: view[iy[i], ix[i]])
     assembler.finish()
     return PatchSummary(
         slide_id=plan.slide_id, n_patches=plan.n_patches, n_edge=int(plan.edge.sum()),

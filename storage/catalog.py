@@ -18,10 +18,11 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from storage.atomic import atomic_path, remove_stale_temporaries
+from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
+from storage.fs import as_path, local_copy, register_filesystem
 from storage.layout import DataLayout
-from storage.parquet_dataset import dataset_glob, slide_ids
+from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
@@ -103,12 +104,15 @@ def threshold_stain_keys(layout: DataLayout) -> list[str]:
     empty when no slide has thresholds yet."""
     if not slide_ids(layout.thresholds_dir):
         return []
-    frame = pl.scan_parquet(dataset_glob(layout.thresholds_dir)).select("stain_key").unique()
+    frame = scan_dataset(layout.thresholds_dir).select("stain_key").unique()
     return sorted(frame.collect()["stain_key"].to_list())
 
 
 def _has_files(pattern: str) -> bool:
-    return bool(glob.glob(pattern))
+    path = as_path(pattern)
+    if isinstance(path, Path):
+        return bool(glob.glob(pattern))
+    return bool(path.fs.glob(path.path))
 
 
 def _create_source(con: duckdb.DuckDBPyConnection, source: ParquetSource) -> None:
@@ -128,13 +132,18 @@ def _create_source(con: duckdb.DuckDBPyConnection, source: ParquetSource) -> Non
 
 
 def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
-    """Build the catalog file at `db_path` from scratch, replacing the old one atomically."""
-    db_path = Path(db_path)
+    """Build the catalog file at `db_path` from scratch, replacing the old one atomically.
+
+    On object storage the file is built locally and uploaded; its views read the Parquet
+    datasets by URL, through the fsspec filesystem registered on the connection.
+    """
+    db_path = as_path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(db_path)
+    remove_own_temporaries(db_path)  # the folder holds other artifacts being written
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
         try:
+            register_filesystem(con, db_path)
             for source in spec.sources:
                 _create_source(con, source)
             for script in spec.scripts:
@@ -184,15 +193,18 @@ def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str
 
 def query_catalog(db_path: Path, sql: str, parameters: Sequence | Mapping | None = None
                   ) -> pl.DataFrame:
-    """Run a read-only query on the catalog file and return the result."""
-    db_path = Path(db_path)
+    """Run a read-only query on the catalog file and return the result (a catalog on object
+    storage is downloaded to a temporary file first)."""
+    db_path = as_path(db_path)
     if not db_path.is_file():
         raise StoreLayoutError(f"No catalog at {db_path}: materialise nucleus_catalog first.")
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        return pl.from_arrow(con.sql(sql, params=parameters).to_arrow_table())
-    finally:
-        con.close()
+    with local_copy(db_path) as local:
+        con = duckdb.connect(str(local), read_only=True)
+        try:
+            register_filesystem(con, db_path)
+            return pl.from_arrow(con.sql(sql, params=parameters).to_arrow_table())
+        finally:
+            con.close()
 
 
 CATALOG_VIEWS_SQL = "catalog_views.sql"

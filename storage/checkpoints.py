@@ -16,6 +16,7 @@ the metadata the CycleGAN virtual H&E backend stores; see its docstring for the 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,6 +29,7 @@ import torch
 
 from storage.atomic import atomic_path
 from storage.errors import StoreLayoutError
+from storage.fs import StoragePath, as_path
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -39,14 +41,14 @@ CYCLEGAN_KIND = "cyclegan"
 class Checkpoint:
     """A loaded checkpoint: state dicts by part name and the caller's metadata."""
 
-    path: Path
+    path: StoragePath
     kind: str
     state_dicts: dict[str, dict[str, Any]]
     metadata: dict[str, Any]
 
 
 def checkpoint_exists(directory: str | Path) -> bool:
-    directory = Path(directory)
+    directory = as_path(directory)
     return (directory / STATE_FILE).is_file() and (directory / METADATA_FILE).is_file()
 
 
@@ -56,12 +58,12 @@ def save_checkpoint(
     metadata: Mapping[str, Any],
     *,
     kind: str,
-) -> Path:
+) -> StoragePath:
     """Write `state_dicts` and JSON-serialisable `metadata` to `directory`, replacing it atomically.
 
     Tensors are moved to the CPU first, so a checkpoint written on a GPU loads anywhere.
     """
-    directory = Path(directory)
+    directory = as_path(directory)
     sidecar = {
         "kind": kind,
         "format_version": FORMAT_VERSION,
@@ -80,7 +82,7 @@ def save_checkpoint(
 
 def read_checkpoint_sidecar(directory: str | Path, *, kind: str | None = None) -> dict[str, Any]:
     """The parsed `checkpoint.json`, checked for kind and format version."""
-    directory = Path(directory)
+    directory = as_path(directory)
     if not checkpoint_exists(directory):
         raise StoreLayoutError(
             f"No checkpoint at {directory} (expected {STATE_FILE} and {METADATA_FILE}): "
@@ -111,10 +113,13 @@ def load_checkpoint(
     parts: Sequence[str] | None = None,
 ) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`; `parts` keeps only the named state dicts."""
-    directory = Path(directory)
+    directory = as_path(directory)
     sidecar = read_checkpoint_sidecar(directory, kind=kind)
     try:
-        states = torch.load(directory / STATE_FILE, map_location=map_location, weights_only=True)
+        state_file = directory / STATE_FILE
+        if not isinstance(directory, Path):  # object storage: one GET, then a seekable buffer
+            state_file = io.BytesIO(state_file.read_bytes())
+        states = torch.load(state_file, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises several types for a damaged file
         raise StoreLayoutError(
             f"{directory / STATE_FILE} cannot be read ({exc}); retrain or restore the checkpoint."

@@ -15,7 +15,7 @@ Each folder is replaced atomically (storage/checkpoints.py); files load with
 
 from __future__ import annotations
 
-import shutil
+import io
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from storage.checkpoints import (
     save_checkpoint,
 )
 from storage.errors import StoreLayoutError
+from storage.fs import as_path, remove_tree
 
 MODEL_KIND = "classifier"
 TRAINING_KIND = "classifier_training"
@@ -37,14 +38,15 @@ _STATE_PARTS = ("model", "optimizer", "scheduler", "scaler", "best_state")
 
 
 def fold_dir(models_dir: Path, fold: int) -> Path:
-    return Path(models_dir) / "classifier" / f"fold={int(fold)}"
+    return as_path(models_dir) / "classifier" / f"fold={int(fold)}"
 
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """A plain torch state-dict file (e.g. torchvision's ImageNet ResNet-18) on the CPU."""
-    path = Path(path)
+    path = as_path(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        source = path if isinstance(path, Path) else io.BytesIO(path.read_bytes())
+        return torch.load(source, map_location="cpu", weights_only=True)
     except FileNotFoundError as err:
         raise StoreLayoutError(f"No weights file at {path}.") from err
     except Exception as err:  # a truncated or foreign file
@@ -55,13 +57,13 @@ def save_training_state(directory: Path, state: Mapping[str, Any]) -> Path:
     """Replace the fold's resumable state (`directory` is the fold folder)."""
     parts = {name: state[name] for name in _STATE_PARTS if name in state}
     parts["loop"] = {k: v for k, v in state.items() if k not in _STATE_PARTS}
-    return save_checkpoint(Path(directory) / "training", parts,
+    return save_checkpoint(as_path(directory) / "training", parts,
                            {"step": int(state.get("step", 0))}, kind=TRAINING_KIND)
 
 
 def load_training_state(directory: Path) -> dict[str, Any] | None:
     """The saved state of an interrupted run, or None when there is none."""
-    path = Path(directory) / "training"
+    path = as_path(directory) / "training"
     if not checkpoint_exists(path):
         return None
     checkpoint = load_checkpoint(path, kind=TRAINING_KIND)
@@ -71,19 +73,19 @@ def load_training_state(directory: Path) -> dict[str, Any] | None:
 
 
 def clear_training_state(directory: Path) -> None:
-    shutil.rmtree(Path(directory) / "training", ignore_errors=True)
+    remove_tree(as_path(directory) / "training")
 
 
 def save_model(
     directory: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]
 ) -> Path:
     """Write the fold's kept weights and their metadata (JSON-safe values)."""
-    return save_checkpoint(Path(directory) / "model", {"model": state_dict}, metadata,
+    return save_checkpoint(as_path(directory) / "model", {"model": state_dict}, metadata,
                            kind=MODEL_KIND)
 
 
 def load_model_metadata(directory: Path) -> dict[str, Any]:
-    path = Path(directory) / "model"
+    path = as_path(directory) / "model"
     if not checkpoint_exists(path):
         raise StoreLayoutError(
             f"No trained classifier in {directory}: materialise the classifier asset for it."
@@ -93,9 +95,9 @@ def load_model_metadata(directory: Path) -> dict[str, Any]:
 
 def load_model(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, metadata) of a fold's kept weights."""
-    if not checkpoint_exists(Path(directory) / "model"):
+    if not checkpoint_exists(as_path(directory) / "model"):
         load_model_metadata(directory)  # raises the helpful error
-    checkpoint = load_checkpoint(Path(directory) / "model", kind=MODEL_KIND, parts=["model"])
+    checkpoint = load_checkpoint(as_path(directory) / "model", kind=MODEL_KIND, parts=["model"])
     return dict(checkpoint.state_dicts["model"]), checkpoint.metadata
 
 

@@ -18,13 +18,14 @@ import polars as pl
 
 from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from storage.errors import StoreLayoutError
+from storage.fs import as_path
 
 REPORT_FILE = "classifier_report.md"
 ASSET_DIR = "classifier"
 
 
 def report_path(reports_dir: Path) -> Path:
-    return Path(reports_dir) / REPORT_FILE
+    return as_path(reports_dir) / REPORT_FILE
 
 
 def asset_link(name: str) -> str:
@@ -38,7 +39,7 @@ def write_report(
     figures: Mapping[str, bytes],
     tables: Mapping[str, pl.DataFrame] | None = None,
 ) -> Path:
-    reports_dir = Path(reports_dir)
+    reports_dir = as_path(reports_dir)
     assets = reports_dir / ASSET_DIR
     for name, data in figures.items():
         atomic_write_bytes(assets / name, data)
@@ -57,7 +58,7 @@ def read_vhe_overview(
     None when the slide has no virtual H&E store (the virtual_he asset is not materialised, or
     this checkout has no storage.vhe_store): the maps then show centroids only.
     """
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         return None
     try:

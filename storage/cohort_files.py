@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import tifffile
 
 from storage.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from storage.errors import SlideIdError, StoreLayoutError
+from storage.fs import as_path, read_csv, read_parquet, readable, remove_tree
 from storage.layout import validate_slide_id
 from storage.ome_tiff import write_ome_tiff
 
@@ -58,11 +58,11 @@ class CohortSummary:
 
 
 def slide_path(cohort_dir: Path, slide_id: str) -> Path:
-    return Path(cohort_dir) / "slides" / f"{validate_slide_id(slide_id)}.ome.tif"
+    return as_path(cohort_dir) / "slides" / f"{validate_slide_id(slide_id)}.ome.tif"
 
 
 def truth_dir(cohort_dir: Path, slide_id: str) -> Path:
-    return Path(cohort_dir) / "truth" / validate_slide_id(slide_id)
+    return as_path(cohort_dir) / "truth" / validate_slide_id(slide_id)
 
 
 def _params_text(params: Mapping[str, object]) -> str:
@@ -72,7 +72,7 @@ def _params_text(params: Mapping[str, object]) -> str:
 def write_slide(cohort_dir: Path, slide: CohortSlide, *, tile_px: int = 256,
                 compression: str = "zstd", maxworkers: int | None = None) -> dict[str, object]:
     """Write one slide's OME-TIFF and truth files; returns its manifest row."""
-    cohort_dir = Path(cohort_dir)
+    cohort_dir = as_path(cohort_dir)
     image_path = slide_path(cohort_dir, slide.slide_id)
     write_ome_tiff(image_path, slide.image, list(slide.stains), slide.mpp, name=slide.slide_id,
                    tile_px=tile_px, compression=compression, maxworkers=maxworkers)
@@ -101,7 +101,7 @@ def write_cohort(cohort_dir: str | Path, slides: Iterable[CohortSlide],
                  compression: str = "zstd", maxworkers: int | None = None) -> CohortSummary:
     """Write every slide, then the manifest, then `params.json` (so an interrupted run never
     looks complete); files of slides no longer in the cohort are removed at the end."""
-    cohort_dir = Path(cohort_dir)
+    cohort_dir = as_path(cohort_dir)
     started = time.perf_counter()
     cohort_dir.mkdir(parents=True, exist_ok=True)
     (cohort_dir / PARAMS_NAME).unlink(missing_ok=True)
@@ -140,12 +140,12 @@ def _remove_other_slides(cohort_dir: Path, keep: set[str]) -> None:
     if truth.is_dir():
         for folder in truth.iterdir():
             if folder.is_dir() and folder.name not in keep:
-                shutil.rmtree(folder)
+                remove_tree(folder)
 
 
 def read_cohort_params(cohort_dir: str | Path) -> dict[str, object] | None:
     """The parameters of a complete cohort folder, or None when it is absent or unfinished."""
-    path = Path(cohort_dir) / PARAMS_NAME
+    path = as_path(cohort_dir) / PARAMS_NAME
     if not path.exists():
         return None
     try:
@@ -156,7 +156,7 @@ def read_cohort_params(cohort_dir: str | Path) -> dict[str, object] | None:
 
 def cohort_is_current(cohort_dir: str | Path, params: Mapping[str, object]) -> bool:
     """True when the folder holds a complete cohort made with exactly `params`."""
-    cohort_dir = Path(cohort_dir)
+    cohort_dir = as_path(cohort_dir)
     if read_cohort_params(cohort_dir) != json.loads(_params_text(params)):
         return False
     if not (cohort_dir / MANIFEST_NAME).exists():
@@ -168,10 +168,10 @@ def cohort_is_current(cohort_dir: str | Path, params: Mapping[str, object]) -> b
 
 def read_manifest(cohort_dir: str | Path) -> pl.DataFrame:
     """The cohort's manifest (paths relative to the cohort folder)."""
-    path = Path(cohort_dir) / MANIFEST_NAME
+    path = as_path(cohort_dir) / MANIFEST_NAME
     if not path.exists():
         raise StoreLayoutError(f"No {MANIFEST_NAME} in {cohort_dir}: generate the cohort first.")
-    frame = pl.read_csv(path, schema_overrides={"mpp": pl.Float64, "slide_id": pl.Utf8,
+    frame = read_csv(path, schema_overrides={"mpp": pl.Float64, "slide_id": pl.Utf8,
                                                 "patient_id": pl.Utf8})
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
@@ -181,18 +181,19 @@ def read_manifest(cohort_dir: str | Path) -> pl.DataFrame:
 
 def read_truth_mask(cohort_dir: str | Path, slide_id: str) -> np.ndarray:
     """The true nucleus instance mask (y, x) int32 of one slide."""
-    path = truth_dir(Path(cohort_dir), slide_id) / "mask.tif"
+    path = truth_dir(cohort_dir, slide_id) / "mask.tif"
     if not path.exists():
         raise StoreLayoutError(f"No truth mask for slide {slide_id!r} at {path}.")
-    return tifffile.imread(path)
+    with readable(path) as source:
+        return tifffile.imread(source)
 
 
 def read_truth_nuclei(cohort_dir: str | Path, slide_id: str) -> pl.DataFrame:
     """The per-nucleus truth table of one slide (one row per mask label)."""
-    path = truth_dir(Path(cohort_dir), slide_id) / "nuclei.parquet"
+    path = truth_dir(cohort_dir, slide_id) / "nuclei.parquet"
     if not path.exists():
         raise StoreLayoutError(f"No truth table for slide {slide_id!r} at {path}.")
-    return pl.read_parquet(path)
+    return read_parquet(path)
 
 
 def write_png(path: str | Path, rgb: np.ndarray) -> Path:

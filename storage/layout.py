@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import SlideIdError
+from storage.fs import StoragePath, as_path
 
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -23,12 +24,16 @@ def validate_slide_id(slide_id: str) -> str:
 
 @dataclass(frozen=True)
 class DataLayout:
-    """The project's folders under one root (default `./data`)."""
+    """The project's folders under one root (default `./data`).
 
-    root: Path
+    The root is a local folder or an fsspec URL (`s3://bucket/prefix`, `gs://...`, `memory://...`);
+    every path below is then a `Path` or a `upath.UPath` alike (see storage/fs.py).
+    """
+
+    root: StoragePath
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
+        object.__setattr__(self, "root", as_path(self.root))
 
     @property
     def cohort_dir(self) -> Path:

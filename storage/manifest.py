@@ -20,6 +20,7 @@ import polars as pl
 
 from storage.atomic import atomic_path
 from storage.errors import SlideIdError, StorageError
+from storage.fs import StoragePath, as_path, is_remote, read_csv, read_parquet
 from storage.layout import validate_slide_id
 from storage.slide_sources import INBOX_MANIFEST, content_sha256, discover_inbox, slide_id_for
 
@@ -50,9 +51,9 @@ def _row_label(manifest: Path | str, index: int) -> str:
 def _read_table(path: Path) -> pl.DataFrame:
     try:
         if path.suffix.lower() == ".parquet":
-            return pl.read_parquet(path)
+            return read_parquet(path)
         # Every column as text first: slide ids such as "007" must not become integers.
-        return pl.read_csv(path, infer_schema=False, truncate_ragged_lines=False)
+        return read_csv(path, infer_schema=False, truncate_ragged_lines=False)
     except Exception as exc:
         raise ManifestError(
             f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})."
@@ -61,7 +62,7 @@ def _read_table(path: Path) -> pl.DataFrame:
 
 def read_manifest(path: str | Path, *, require_files: bool = True) -> pl.DataFrame:
     """Read and validate a manifest (CSV or Parquet); returns `SOURCE_COLUMNS`, `path` absolute."""
-    path = Path(path).absolute()
+    path = _absolute_root(path)
     if not path.is_file():
         raise ManifestError(f"No manifest at {path}: write one (columns slide_id, path, mpp, ...).")
     table = _read_table(path)
@@ -112,7 +113,7 @@ def _normalise(
     if require_files:
         pairs = frame.select("slide_id", "path").iter_rows()
         for index, (slide_id, slide_path) in enumerate(pairs):
-            if not Path(slide_path).exists():
+            if not as_path(slide_path).exists():
                 raise ManifestError(
                     f"{_row_label(origin, index)}: slide {slide_id!r}: no file or folder at "
                     f"{slide_path}; fix the path (relative to {base_dir}) or copy the slide there."
@@ -120,7 +121,15 @@ def _normalise(
     return frame
 
 
-def _absolute(base_dir: Path, value: str) -> Path:
+def _absolute_root(path: str | Path) -> StoragePath:
+    """A local path made absolute; a URL (object storage) as it is."""
+    path = as_path(path)
+    return path.absolute() if isinstance(path, Path) else path
+
+
+def _absolute(base_dir: StoragePath, value: str) -> StoragePath:
+    if is_remote(value) or not isinstance(base_dir, Path):
+        return as_path(value) if is_remote(value) or value.startswith("/") else base_dir / value
     candidate = Path(value).expanduser()
     return Path(os.path.normpath(candidate if candidate.is_absolute() else base_dir / candidate))
 
@@ -149,7 +158,7 @@ def inbox_slides(
     from its name (patient_id = slide_id, no site, condition or mpp). An entry whose name makes
     no valid slide id is left out and described in the problems.
     """
-    inbox_dir = Path(inbox_dir).absolute()
+    inbox_dir = _absolute_root(inbox_dir)
     listed = _empty_sources()
     if (inbox_dir / INBOX_MANIFEST).is_file():
         listed = read_manifest(inbox_dir / INBOX_MANIFEST)
@@ -211,7 +220,7 @@ def with_content_hashes(
     frame: pl.DataFrame, hasher: Callable[[Path], str] = content_sha256
 ) -> pl.DataFrame:
     """Add `content_sha256` (see storage.slide_sources) for every row's slide."""
-    digests = [hasher(Path(p)) for p in frame["path"].to_list()]
+    digests = [hasher(as_path(p)) for p in frame["path"].to_list()]
     return frame.with_columns(pl.Series("content_sha256", digests, dtype=pl.Utf8)).select(
         list(MANIFEST_SCHEMA)
     )
@@ -226,23 +235,23 @@ def write_manifest(frame: pl.DataFrame, final: str | Path) -> Path:
     out = frame.select([pl.col(c).cast(t) for c, t in MANIFEST_SCHEMA.items()]).sort("slide_id")
     with atomic_path(final) as tmp:
         out.write_parquet(tmp, compression="zstd", statistics=True)
-    return Path(final)
+    return as_path(final)
 
 
 def read_manifest_parquet(path: str | Path) -> pl.DataFrame:
     """The manifest `write_manifest` wrote; an error telling what to materialise if absent."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         raise ManifestError(f"No slide manifest at {path}: materialise the slide_manifest asset.")
-    return pl.read_parquet(path)
+    return read_parquet(path)
 
 
 def manifest_row(path: str | Path, slide_id: str) -> dict | None:
     """One slide's row of the written manifest, or None when the file or the slide is absent."""
-    path = Path(path)
+    path = as_path(path)
     if not path.is_file():
         return None
-    rows = pl.read_parquet(path).filter(pl.col("slide_id") == slide_id).to_dicts()
+    rows = read_parquet(path).filter(pl.col("slide_id") == slide_id).to_dicts()
     return rows[0] if rows else None
 
 
@@ -280,7 +289,7 @@ def collect_manifest(
     slide at all is always one.
     """
     parts: dict[str, pl.DataFrame] = {}
-    if manifest is not None and (manifest_required or Path(manifest).is_file()):
+    if manifest is not None and (manifest_required or as_path(manifest).is_file()):
         parts[str(manifest)] = read_manifest(manifest)
     if inbox_dir is not None:
         parts[str(inbox_dir)] = inbox_manifest(inbox_dir, settle_seconds=settle_seconds)

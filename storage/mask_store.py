@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import zarr
 
+from storage.fs import as_path
 from storage.tiles import Tile, tile_grid
 from storage.zarr_io import default_compressors, new_group, open_group
 
@@ -35,7 +36,7 @@ def create_mask(
     chunk_px: int = DEFAULT_CHUNK_PX,
 ) -> Iterator[MaskWriter]:
     """A mask store on the slide's grid, published atomically when the block exits cleanly."""
-    with new_group(Path(path), KIND) as group:
+    with new_group(path, KIND) as group:
         labels = group.create_array(
             "labels",
             shape=(height_px, width_px),
@@ -51,7 +52,7 @@ def create_mask(
 
 class MaskReader:
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         group = open_group(self.path, KIND)
         self._labels = group["labels"]
         self.attrs = dict(group.attrs)

@@ -26,6 +26,7 @@ import numpy as np
 import zarr
 
 from storage.errors import StoreLayoutError
+from storage.fs import is_remote
 from storage.mask_store import create_mask
 from storage.slide_store import SlideReader
 from storage.tiles import tile_grid
@@ -36,8 +37,12 @@ LABELS = "labels.zarr"
 
 @contextmanager
 def exchange_folder(root: Path, slide_id: str) -> Iterator[Path]:
-    """A fresh folder under `<root>/tmp/` for one slide's exchange, removed on exit."""
-    parent = Path(root) / "tmp"
+    """A fresh folder under `<root>/tmp/` for one slide's exchange, removed on exit.
+
+    With the data root on object storage the folder is local (the system's temporary folder):
+    the worker must then run where it can see that folder.
+    """
+    parent = Path(tempfile.gettempdir()) if is_remote(root) else Path(root) / "tmp"
     parent.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix=f"mesmer-{slide_id}-", dir=parent))
     try:

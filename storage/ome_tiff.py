@@ -19,6 +19,7 @@ import tifffile
 
 from storage.atomic import atomic_path
 from storage.errors import StorageError
+from storage.fs import as_path, readable
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 _UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6,
@@ -87,7 +88,7 @@ def write_ome_tiff(
     inputs give the same bytes: the file UUID is derived from the name, shape and stains.
     `pyramid_levels` > 0 adds 2x-downsampled levels in SubIFDs (level 0 stays first).
     """
-    path = Path(path)
+    path = as_path(path)
     if image.ndim != 3 or image.shape[0] != len(stains):
         raise StorageError(
             f"{path}: image of shape {image.shape} does not match {len(stains)} stain names; "
@@ -156,9 +157,9 @@ def read_ome_tiff_info(path: str | Path) -> OmeTiffInfo:
 
     Raises StorageError naming the file when it is not a readable OME-TIFF.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with readable(path) as source, tifffile.TiffFile(source) as tif:
             xml = tif.ome_metadata
             series = tif.series[0]
             levels = len(series.levels)
@@ -180,9 +181,9 @@ def read_ome_tiff_info(path: str | Path) -> OmeTiffInfo:
 
 def read_ome_tiff(path: str | Path) -> np.ndarray:
     """The full-resolution image (stain, y, x) of an OME-TIFF written by `write_ome_tiff`."""
-    path = Path(path)
+    path = as_path(path)
     try:
-        with tifffile.TiffFile(path) as tif:
+        with readable(path) as source, tifffile.TiffFile(source) as tif:
             data = tif.series[0].levels[0].asarray()
     except (OSError, ValueError, tifffile.TiffFileError, IndexError) as exc:
         raise StorageError(f"{path}: not a readable TIFF ({exc}); re-export the slide.") from exc

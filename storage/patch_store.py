@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-from storage.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
+from storage.atomic import atomic_path, atomic_write_text, remove_own_temporaries
 from storage.errors import StoreLayoutError
+from storage.fs import as_path, glob, zarr_store
 from storage.layout import validate_slide_id
 from storage.zarr_io import FORMAT_VERSION, default_compressors
 
@@ -49,11 +50,11 @@ def _class_ranges(sorted_class_index: np.ndarray) -> dict[str, list[int]]:
 
 def ensure_store(path: Path, patch_px: int, mpp: float, cell_types: Sequence[str]) -> None:
     """Create the root group once; refuse a store made for another patch size or class list."""
-    path = Path(path)
+    path = as_path(path)
     meta = path / "zarr.json"
     expected = {"patch_px": patch_px, "mpp": mpp, "cell_types": list(cell_types)}
     if meta.exists():
-        attrs = dict(zarr.open_group(store=str(path), mode="r").attrs)
+        attrs = dict(zarr.open_group(store=zarr_store(path, read_only=True), mode="r").attrs)
         found = {k: attrs.get(k) for k in expected}
         if attrs.get("kind") != KIND or found != expected:
             raise StoreLayoutError(
@@ -90,13 +91,13 @@ def create_slide_patches(
 
     The group appears only when the block exits cleanly, replacing the slide's old patches.
     """
-    store = Path(store)
+    store = as_path(store)
     validate_slide_id(slide_id)
     n = len(nucleus_id)
     order = patch_order(class_index, nucleus_id)
     if not np.array_equal(order, np.arange(n)):
         raise ValueError(f"Patches of slide {slide_id!r} are not in patch_order.")
-    remove_stale_temporaries(store / slide_id)
+    remove_own_temporaries(store / slide_id)  # other slides may be writing right now
     with atomic_path(store / slide_id) as tmp:
         group = zarr.open_group(store=str(tmp), mode="w", zarr_format=3)
         rows = max(1, min(CHUNK_ROWS, n))
@@ -153,12 +154,12 @@ class PatchStore:
     """Read side of the store: `PatchStore(path).slide(slide_id)`."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         if not (self.path / "zarr.json").exists():
             raise StoreLayoutError(
                 f"No patch store at {self.path}: materialise the nucleus_patches asset first."
             )
-        self._root = zarr.open_group(store=str(self.path), mode="r")
+        self._root = zarr.open_group(store=zarr_store(self.path, read_only=True), mode="r")
         attrs = dict(self._root.attrs)
         if attrs.get("kind") != KIND:
             raise StoreLayoutError(f"{self.path} is not a patch store.")
@@ -167,6 +168,9 @@ class PatchStore:
         self.cell_types: tuple[str, ...] = tuple(attrs["cell_types"])
 
     def slide_ids(self) -> list[str]:
+        if not isinstance(self.path, Path):  # one listing instead of two requests per slide
+            return sorted(p.parent.name for p in glob(self.path, "*/zarr.json")
+                          if not p.parent.name.startswith("."))
         return sorted(
             p.name for p in self.path.iterdir()
             if p.is_dir() and not p.name.startswith(".") and (p / "zarr.json").exists()
@@ -176,7 +180,7 @@ class PatchStore:
         path = self.path / validate_slide_id(slide_id)
         if not (path / "zarr.json").exists():
             raise StoreLayoutError(f"The patch store {self.path} has no slide {slide_id!r}.")
-        group = zarr.open_group(store=str(path), mode="r")
+        group = zarr.open_group(store=zarr_store(path, read_only=True), mode="r")
         ranges = {int(k): (int(v[0]), int(v[1])) for k, v in group.attrs["class_ranges"].items()}
         return SlidePatches(
             slide_id=slide_id,

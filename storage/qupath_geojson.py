@@ -45,7 +45,7 @@ def _feature(obj: NucleusObject) -> dict:
 def write_qupath_geojson(path: Path, objects: Iterable[NucleusObject]) -> int:
     """Stream the FeatureCollection to `path` atomically; returns the number of nuclei written."""
     count = 0
-    with atomic_path(Path(path)) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [\n')
         for obj in objects:
             if count:

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from storage.atomic import remove_stale_temporaries
+from storage.atomic import remove_own_temporaries
 from storage.errors import StorageError
+from storage.fs import as_path, tree_bytes
 from storage.slide_store import DEFAULT_CHUNK_PX, SlideInfo, create_slide, open_slide
 
 
@@ -37,10 +38,7 @@ class WrittenSlide:
 
 def folder_bytes(path: Path) -> int:
     """Total size of the files under `path` (0 if absent)."""
-    path = Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return tree_bytes(path)
 
 
 class _Failed:
@@ -110,8 +108,8 @@ def write_slide(
     a stain index or window outside the slide raises `StorageError`. `read_ahead` windows
     are read in a background thread while the current one is written (0: no thread).
     """
-    final = Path(final)
-    remove_stale_temporaries(final)
+    final = as_path(final)
+    remove_own_temporaries(final)
     started = time.perf_counter()
     count = 0
     with create_slide(final, info, source=source, chunk_px=chunk_px) as writer:
@@ -131,7 +129,7 @@ def write_slide(
 
 def is_current(final: Path, info: SlideInfo, content_sha256: str) -> bool:
     """True when a finished store at `final` already holds this content with this layout."""
-    final = Path(final)
+    final = as_path(final)
     if not final.exists():
         return False
     try:

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage.fs import as_path
+
 INBOX_MANIFEST = "manifest.csv"
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 # Longest first, so `a.ome.tif` gives slide id `a`, not `a.ome`.
@@ -42,9 +44,16 @@ def _visible(path: Path) -> bool:
 
 def slide_files(path: Path) -> Iterator[Path]:
     """The files that make up a slide: the file itself, or a folder's visible files, sorted."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_file():
         yield path
+        return
+    if not isinstance(path, Path):  # object storage: one listing
+        base = path.path.rstrip("/")
+        for name in sorted(path.fs.find(base)):
+            relative = name[len(base) + 1 :]
+            if all(_visible(Path(part)) for part in relative.split("/")):
+                yield path / relative
         return
     for dirpath, dirnames, filenames in os.walk(path):
         dirnames[:] = sorted(d for d in dirnames if _visible(Path(d)))
@@ -102,7 +111,7 @@ def discover_inbox(
     Entries modified within the last `settle_seconds` are left for a later look, so a slide
     being copied in is not ingested half-way.
     """
-    inbox_dir = Path(inbox_dir)
+    inbox_dir = as_path(inbox_dir)
     if not inbox_dir.is_dir():
         return []
     now = time.time() if now is None else now
@@ -118,7 +127,7 @@ def discover_inbox(
 
 def content_sha256(path: Path) -> str:
     """SHA-256 (hex) of a slide's content, streamed in 8 MiB blocks; see the module docstring."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"No slide at {path}: fix the path in the manifest.")
     digest = hashlib.sha256()
@@ -126,7 +135,9 @@ def content_sha256(path: Path) -> str:
         _update_with_file(digest, path)
         return digest.hexdigest()
     for file in slide_files(path):
-        relative = file.relative_to(path).as_posix().encode("utf-8")
+        name = file.relative_to(path).as_posix() if isinstance(path, Path) \
+            else str(file)[len(str(path).rstrip("/")) + 1 :]
+        relative = name.encode("utf-8")
         digest.update(len(relative).to_bytes(4, "little") + relative)
         digest.update(file.stat().st_size.to_bytes(8, "little"))
         _update_with_file(digest, file)
@@ -134,7 +145,7 @@ def content_sha256(path: Path) -> str:
 
 
 def _update_with_file(digest: hashlib._Hash, file: Path) -> None:
-    with open(file, "rb") as fh:
+    with file.open("rb") as fh:
         while block := fh.read(_HASH_BLOCK):
             digest.update(block)
 

@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from storage.errors import StoreLayoutError
+from storage.fs import as_path
 from storage.tiles import Tile, tile_grid
 from storage.zarr_io import default_compressors, new_group, open_group
 
@@ -56,7 +57,7 @@ def create_slide(
     chunk_px: int = DEFAULT_CHUNK_PX,
 ) -> Iterator[SlideWriter]:
     """Open a slide store for writing; it is published atomically when the block exits cleanly."""
-    with new_group(Path(path), KIND) as group:
+    with new_group(path, KIND) as group:
         image = group.create_array(
             "image",
             shape=(len(info.stains), info.height_px, info.width_px),
@@ -81,7 +82,7 @@ class SlideReader:
     """Read windows of an ingested slide; only the chunks a window touches are decoded."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         group = open_group(self.path, KIND)
         self._image = group["image"]
         attrs = dict(group.attrs)

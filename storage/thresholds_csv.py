@@ -17,6 +17,7 @@ import polars as pl
 
 from storage.atomic import atomic_write_text
 from storage.errors import SlideIdError, StorageError
+from storage.fs import as_path
 from storage.layout import validate_slide_id
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("slide_id", "stain", "threshold")
@@ -104,7 +105,7 @@ def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.Dat
 
 def read_thresholds_csv(path: Path) -> pl.DataFrame:
     """The manual thresholds in `path`; an absent file means no manual thresholds (all auto)."""
-    path = Path(path)
+    path = as_path(path)
     if not path.exists():
         return empty_manual_thresholds()
     try:

@@ -23,6 +23,7 @@ import numpy as np
 import zarr
 
 from storage.errors import StoreLayoutError
+from storage.fs import as_path
 from storage.layout import validate_slide_id
 from storage.zarr_io import default_compressors, new_group, open_group
 
@@ -71,7 +72,7 @@ def create_vhe(
     validate_slide_id(slide_id)
     if not levels:
         raise StoreLayoutError(f"A virtual H&E store for {slide_id!r} needs at least one level.")
-    with new_group(Path(path), KIND) as group:
+    with new_group(path, KIND) as group:
         arrays = []
         for i, level in enumerate(levels):
             h, w, c = level.height_px, level.width_px, level.chunk_px
@@ -98,7 +99,7 @@ class VirtualHEReader:
     """Read RGB windows of a slide's virtual H&E at any of its levels."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+        self.path = as_path(path)
         group = open_group(self.path, KIND)
         self.attrs: dict[str, Any] = dict(group.attrs)
         self.slide_id: str = self.attrs["slide_id"]

@@ -16,6 +16,7 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 from pipelines.errors import PipelineError
+from pipelines.gaussian import gaussian_blur
 from pipelines.synthetic._table1 import table1_cell_type
 from pipelines.synthetic.panel import (
     BRIGHTNESS,
@@ -123,9 +124,9 @@ def _cell_bodies(labels: np.ndarray, regions: np.ndarray, cyto_px: np.ndarray,
 def _noise_field(rng: np.random.Generator, shape: tuple[int, int],
                  sigma: float | tuple[float, float]) -> np.ndarray:
     """Smooth Gaussian noise (zero mean, unit sd) with correlation length `sigma` px."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma,
-                                    truncate=2.5)
-    return field / max(float(field.std()), 1e-6)
+    field = gaussian_blur(rng.standard_normal(shape, dtype=np.float32), sigma, truncate=2.5)
+    field /= max(float(field.std()), 1e-6)
+    return field
 
 
 def _cell_types(positive: np.ndarray) -> list[str | None]:
@@ -196,7 +197,7 @@ def render_field(tissue: Tissue, rng: np.random.Generator, mpp: float) -> Render
             img = levels[:, j][body] * (w_gran if stain in _GRANULAR else w_cyt)
         if stain in extra:
             img += (extra[stain] * BRIGHTNESS[stain]).astype(np.float32)
-        ndimage.gaussian_filter(img, _BLUR_SIGMA_PX, output=clean[j], truncate=2.0)
+        gaussian_blur(img, _BLUR_SIGMA_PX, truncate=2.0, out=clean[j])
     # Lipofuscin: granular autofluorescence in macrophage cytoplasm, seen in every stain.
     lipo = (body > 0) & np.isin(body, 1 + np.flatnonzero(
         profile == PROFILE_NAMES.index("macrophage"))) & ~isnuc
@@ -233,16 +234,48 @@ def _acquire(signal: np.ndarray, regions: np.ndarray, lipofuscin: np.ndarray,
     pool = rng.standard_normal((2, h + pad, w + pad), dtype=np.float32)
     out = np.empty(signal.shape, dtype=np.uint16)
     for j in range(n_stains):
-        mean = signal[j] * gain[j]
-        for src, frac in spill.get(j, ()):
-            mean += signal[src] * (frac * gain[j])
+        sources = spill.get(j, [])
+        src = np.array([s for s, _ in sources], dtype=np.int64)
+        frac = np.array([f * gain[j] for _, f in sources], dtype=np.float32)
+        oy, ox = (int(v) for v in rng.integers(0, pad, 2))
+        noise = pool[j % 2, oy : oy + h, ox : ox + w]
+        if _camera_kernel is not None:
+            _camera_kernel(signal, j, gain[j], src, frac, af, af_counts[j], background[j], shot,
+                           read2, noise, out[j])
+            continue
+        mean = signal[j] * gain[j]  # pragma: no cover - numpy fallback
+        for k in range(src.size):
+            mean += signal[src[k]] * frac[k]
         mean += af * af_counts[j]
         mean += background[j]
         sd = np.sqrt(mean * shot + read2)
-        oy, ox = (int(v) for v in rng.integers(0, pad, 2))
-        sd *= pool[j % 2, oy : oy + h, ox : ox + w]
+        sd *= noise
         mean += sd
         np.clip(mean, 0, 65535, out=mean)
         np.rint(mean, out=mean)
         out[j] = mean
     return out
+
+
+try:  # optional: the camera model in one compiled pass per stain
+    import numba
+except ImportError:  # pragma: no cover - numpy fallback
+    numba = None
+
+_camera_kernel = None
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _camera_kernel(  # pragma: no cover - compiled
+        signal, j, gain, src, frac, af, af_counts, background, shot, read2, noise, out
+    ):
+        zero, top = np.float32(0.0), np.float32(65535.0)
+        for r in range(signal.shape[1]):
+            for i in range(signal.shape[2]):
+                mean = signal[j, r, i] * gain
+                for k in range(src.size):
+                    mean += signal[src[k], r, i] * frac[k]
+                mean += af[r, i] * af_counts
+                mean += background
+                mean += np.sqrt(mean * shot + read2) * noise[r, i]
+                out[r, i] = np.uint16(np.rint(min(max(mean, zero), top)))

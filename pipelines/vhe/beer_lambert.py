@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from scipy import ndimage
 
 from pipelines.errors import ConfigurationError, SlideInputError, StainError
+from pipelines.gaussian import gaussian_blur
 from pipelines.stains import NUCLEAR_STAIN, canonical_stain
 from pipelines.vhe.base import VirtualHEBackend
 
@@ -179,6 +179,40 @@ class StainNormalisation:
         }
 
 
+def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distinct values as float32, their counts) when `values` are integers of a modest range
+    (as uint8/uint16 slides give), else None."""
+    if values.size == 0:
+        return None
+    low, high = float(values.min()), float(values.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or high - low > 1 << 20:
+        return None
+    shifted = values - np.float32(low)
+    as_int = shifted.astype(np.int64)
+    if not np.array_equal(as_int, shifted):
+        return None
+    count = np.bincount(as_int)
+    present = np.flatnonzero(count)
+    return (present + low).astype(np.float32), count[present]
+
+
+def _ranked_percentiles(
+    sorted_values: np.ndarray, cumulative: np.ndarray, qs: Sequence[float]
+) -> np.ndarray:
+    """np.percentile's default (linear) percentiles of the multiset where sorted_values[k]
+    occurs until rank cumulative[k] - 1."""
+    n = int(cumulative[-1])
+    out = np.empty(len(qs), np.float64)
+    for j, q in enumerate(qs):
+        rank = (n - 1) * float(q) / 100.0
+        lo = int(np.floor(rank))
+        hi = min(lo + 1, n - 1)
+        a, b = np.searchsorted(cumulative, [lo, hi], side="right")
+        va, vb = float(sorted_values[a]), float(sorted_values[b])
+        out[j] = va + (vb - va) * (rank - lo)
+    return out
+
+
 def fit_normalisation(
     sample: np.ndarray, params: BeerLambertParams, stains: Sequence[str], slide_id: str = "slide"
 ) -> StainNormalisation:
@@ -197,12 +231,19 @@ def fit_normalisation(
         )
     levels = np.empty((3, len(stains)), np.float64)
     mad = np.empty(len(stains), np.float64)
+    qs = [params.glass_percentile, params.background_percentile, params.high_percentile]
     for i, values in enumerate(sample):  # one stain at a time keeps the copies small
-        levels[:, i] = np.percentile(
-            values,
-            [params.glass_percentile, params.background_percentile, params.high_percentile],
-        )
-        mad[i] = np.median(np.abs(values - np.float32(levels[1, i]))) * 1.4826
+        counted = _value_counts(values)
+        if counted is None:
+            levels[:, i] = np.percentile(values, qs)
+            mad[i] = np.median(np.abs(values - np.float32(levels[1, i]))) * 1.4826
+        else:  # integer intensities (every slide format here): exact, from a histogram
+            value, count = counted
+            levels[:, i] = _ranked_percentiles(value, np.cumsum(count), qs)
+            distance = np.abs(value - np.float32(levels[1, i]))
+            order = np.argsort(distance, kind="stable")
+            mad[i] = _ranked_percentiles(distance[order], np.cumsum(count[order]), [50.0])[0]
+            mad[i] *= 1.4826
     glass, background, high = levels
     high = np.maximum(high, background + params.min_contrast_sigma * mad)
     nuclear = list(stains).index(params.nuclear_stain)
@@ -217,6 +258,58 @@ def fit_normalisation(
         background=background.astype(np.float32),
         high=high.astype(np.float32),
     )
+
+
+try:  # optional: one compiled pass over the window's stains instead of ~6 numpy passes
+    import numba
+except ImportError:  # pragma: no cover - numpy fallback
+    numba = None
+
+_amounts_kernel = _log_light_kernel = _to_uint8_kernel = None
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def _log_light_kernel(  # pragma: no cover - compiled
+        hema, eosin, tissue, floor, dye_od, log_i0, out
+    ):
+        """out[y, x, c] = log I0_c - OD_c, the eosin floor added where the tissue is."""
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for r in range(hema.shape[0]):
+            for i in range(hema.shape[1]):
+                h = hema[r, i]
+                e = eosin[r, i] + floor * min(max(tissue[r, i], zero), one)
+                for c in range(3):
+                    out[r, i, c] = log_i0[c] - (dye_od[c, 0] * h + dye_od[c, 1] * e)
+
+    @numba.njit(cache=True, nogil=True)
+    def _to_uint8_kernel(light, out):  # pragma: no cover - compiled
+        zero, top, half = np.float32(0.0), np.float32(255.0), np.float32(0.5)
+        for i in range(light.size):
+            out[i] = np.uint8(min(max(light[i] + half, zero), top))
+
+    @numba.njit(cache=True, nogil=True)
+    def _amounts_kernel(  # pragma: no cover - compiled
+        window, planes, glass, tissue_scale, background, signal_scale, w_h, w_e, hema, eosin,
+        tissue,
+    ):
+        """Row by row, stain by stain: the per-row sums stay in L1 and every stain value is
+        read once; float32 throughout."""
+        zero, one = np.float32(0.0), np.float32(1.0)
+        for r in range(window.shape[1]):
+            h_row, e_row, t_row = hema[r], eosin[r], tissue[r]
+            h_row[:] = zero
+            e_row[:] = zero
+            t_row[:] = zero
+            for j in range(planes.size):
+                row = window[planes[j], r]
+                g, ts, bg, sc = glass[j], tissue_scale[j], background[j], signal_scale[j]
+                wh, we = w_h[j], w_e[j]
+                for i in range(row.size):
+                    v = np.float32(row[i])
+                    t_row[i] += ts * (v - g)
+                    n = min(max((v - bg) * sc, zero), one)
+                    h_row[i] += wh * n
+                    e_row[i] += we * n
 
 
 class BeerLambertBackend(VirtualHEBackend):
@@ -265,52 +358,98 @@ class BeerLambertBackend(VirtualHEBackend):
     def calibrate(self, sample: np.ndarray, slide_id: str) -> BeerLambertBackend:
         return BeerLambertBackend(self.p, fit_normalisation(sample, self.p, self._stains, slide_id))
 
-    def optical_density(
-        self, window: np.ndarray, stains: Sequence[str], mpp: float
-    ) -> np.ndarray:
-        """(3, h, w) float32 optical density of the virtual section over `window`."""
+    def _plan(self, window: np.ndarray, stains: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per table stain: its plane in the window and its levels, in float32."""
         if self.normalisation is None:
             raise ConfigurationError(
                 "The Beer-Lambert backend is not calibrated: call calibrate(sample, slide_id) "
                 "with a pixel sample of the slide first (render_slide does this)."
             )
         self.select(window[:, :0, :0], stains)  # checks shape and stains without copying
-        order = [list(stains).index(st) for st in self._stains]
-        x = window if order == list(range(len(stains))) else window[order]
-        s, h, w = x.shape
         norm = self.normalisation
-        tissue_scale = (1.0 / np.maximum(norm.background - norm.glass, 1e-6) / s).astype(
-            np.float32
-        )
-        signal_scale = (1.0 / (norm.high - norm.background)).astype(np.float32)
+        n = len(self._stains)
+        return {
+            "planes": np.array([list(stains).index(st) for st in self._stains], np.int64),
+            "glass": norm.glass.astype(np.float32),
+            "background": norm.background.astype(np.float32),
+            "signal_scale": (1.0 / (norm.high - norm.background)).astype(np.float32),
+            "tissue_scale": (1.0 / np.maximum(norm.background - norm.glass, 1e-6) / n).astype(
+                np.float32
+            ),
+            "hematoxylin": self._dye_weights[0].astype(np.float32),
+            "eosin": self._dye_weights[1].astype(np.float32),
+        }
+
+    def _amounts(
+        self, window: np.ndarray, plan: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(hematoxylin, eosin, raw tissue indicator), each (h, w) float32."""
+        _, h, w = window.shape
+        if _amounts_kernel is not None:
+            hema, eosin, tissue = (np.empty((h, w), np.float32) for _ in range(3))
+            _amounts_kernel(
+                window, plan["planes"], plan["glass"], plan["tissue_scale"], plan["background"],
+                plan["signal_scale"], plan["hematoxylin"], plan["eosin"], hema, eosin, tissue,
+            )
+            return hema, eosin, tissue
+        # numpy: strips of rows keep the float temporaries in cache
+        planes = plan["planes"]
         dyes = np.empty((2, h * w), np.float32)
         tissue = np.empty(h * w, np.float32)
+        weights = np.stack([plan["hematoxylin"], plan["eosin"]])
         rows = max(1, self.STRIP_PIXELS // max(w, 1))
-        for r0 in range(0, h, rows):  # strips keep the float temporaries in cache
+        for r0 in range(0, h, rows):
             a, b = r0 * w, min(h, r0 + rows) * w
-            strip = x[:, r0 : r0 + rows].reshape(s, -1).astype(np.float32)
-            tissue[a:b] = tissue_scale @ (strip - norm.glass[:, None])
-            strip -= norm.background[:, None]
-            strip *= signal_scale[:, None]
+            strip = window[planes, r0 : r0 + rows].reshape(len(planes), -1).astype(np.float32)
+            tissue[a:b] = plan["tissue_scale"] @ (strip - plan["glass"][:, None])
+            strip -= plan["background"][:, None]
+            strip *= plan["signal_scale"][:, None]
             np.clip(strip, 0.0, 1.0, out=strip)
-            dyes[:, a:b] = self._dye_weights @ strip  # hematoxylin, eosin amounts
-        tissue = tissue.reshape(h, w)
+            dyes[:, a:b] = weights @ strip
+        return dyes[0].reshape(h, w), dyes[1].reshape(h, w), tissue.reshape(h, w)
+
+    def _fields(
+        self, window: np.ndarray, stains: Sequence[str], mpp: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Hematoxylin, eosin (without the tissue floor) and the smoothed tissue indicator."""
+        hema, eosin, tissue = self._amounts(window, self._plan(window, stains))
         sigma_px = self.p.tissue_sigma_um / mpp
         if sigma_px > 0:
-            truncate = min(4.0, self.halo_px / sigma_px)
-            tissue = ndimage.gaussian_filter(tissue, sigma_px, mode="reflect", truncate=truncate)
+            tissue = gaussian_blur(tissue, sigma_px, truncate=min(4.0, self.halo_px / sigma_px))
+        return hema, eosin, tissue
+
+    def optical_density(
+        self, window: np.ndarray, stains: Sequence[str], mpp: float
+    ) -> np.ndarray:
+        """(h, w, 3) float32 optical density of the virtual section over `window`."""
+        hema, eosin, tissue = self._fields(window, stains, mpp)
         np.clip(tissue, 0.0, 1.0, out=tissue)
-        dyes[1] += np.float32(self.p.eosin_floor) * tissue.reshape(-1)
-        od = self._dye_od.astype(np.float32) @ dyes  # (3, N)
-        return od.reshape(3, h, w)
+        eosin += np.float32(self.p.eosin_floor) * tissue
+        od = np.empty((*hema.shape, 3), np.float32)
+        for c in range(3):
+            np.multiply(hema, np.float32(self._dye_od[c, 0]), out=od[..., c])
+            od[..., c] += np.float32(self._dye_od[c, 1]) * eosin
+        return od
 
     def render(self, window: np.ndarray, stains: Sequence[str], mpp: float) -> np.ndarray:
-        od = self.optical_density(window, stains, mpp)
-        od = self._log_i0.astype(np.float32)[:, None, None] - od
+        """(h, w, 3) uint8: I0 * exp(-OD) per colour, rounded."""
+        log_i0 = self._log_i0.astype(np.float32)
+        if _log_light_kernel is None:
+            od = self.optical_density(window, stains, mpp)
+            np.subtract(log_i0, od, out=od)
+        else:
+            hema, eosin, tissue = self._fields(window, stains, mpp)
+            od = np.empty((*hema.shape, 3), np.float32)
+            _log_light_kernel(hema, eosin, tissue, np.float32(self.p.eosin_floor),
+                              self._dye_od.astype(np.float32), log_i0, od)
         np.exp(od, out=od)
-        od += 0.5
-        np.clip(od, 0.0, 255.0, out=od)
-        return np.moveaxis(od.astype(np.uint8), 0, -1).copy()
+        if _to_uint8_kernel is None:
+            od += np.float32(0.5)
+            np.clip(od, 0.0, 255.0, out=od)
+            return od.astype(np.uint8)
+        rgb = np.empty(od.shape, np.uint8)
+        _to_uint8_kernel(od.reshape(-1), rgb.reshape(-1))
+        return rgb
 
     def params(self) -> dict[str, Any]:
         out: dict[str, Any] = {"beer_lambert": self.p.to_dict()}

@@ -33,7 +33,9 @@ class SlideWindows(Protocol):
     @property
     def info(self): ...  # .slide_id, .stains, .mpp, .height_px, .width_px
 
-    def read(self, y0: int, x0: int, y1: int, x1: int, stains: Sequence[str]) -> np.ndarray: ...
+    def read(
+        self, y0: int, x0: int, y1: int, x1: int, stains: Sequence[str] | None
+    ) -> np.ndarray: ...  # stains=None: every stain, in info.stains order
 
     def tiles(self, tile_px: int | None = None, halo_px: int = 0) -> Iterator: ...
 
@@ -68,10 +70,16 @@ class RenderSummary:
 
 
 def sample_slide(
-    slide: SlideWindows, stains: Sequence[str], sample_pixels: int, tile_px: int
+    slide: SlideWindows, stains: Sequence[str], sample_pixels: int, tile_px: int | None = None
 ) -> np.ndarray:
-    """(stain, n) float32 pixels on a regular lattice over the whole slide, n ≈ sample_pixels."""
+    """(stain, n) float32 pixels on a regular lattice over the whole slide, n ≈ sample_pixels.
+
+    Tiles default to the slide's storage chunks (`slide.chunk_px`, else 1024 px), so every
+    chunk is decoded once; all stains of a tile are read in one call.
+    """
     info = slide.info
+    if tile_px is None:
+        tile_px = int(getattr(slide, "chunk_px", (1024,))[0])
     step = max(1, int(math.sqrt(info.height_px * info.width_px / sample_pixels)))
     parts = []
     for tile in slide.tiles(tile_px, 0):
@@ -80,12 +88,24 @@ def sample_slide(
         xs = -(-tile.x0 // step) * step
         if ys >= tile.y1 or xs >= tile.x1:
             continue
-        parts.append(np.stack([  # stain by stain: memory holds one plane, not the tile
-            slide.read(ys, xs, tile.y1, tile.x1, [stain])[0, ::step, ::step].astype(np.float32)
-            .ravel()
-            for stain in stains
-        ]))
+        _, window, index = _read(slide, ys, xs, tile.y1, tile.x1, stains)
+        lattice = window[index, ::step, ::step]
+        parts.append(lattice.reshape(len(stains), -1).astype(np.float32))
     return np.concatenate(parts, axis=1)
+
+
+def _read(
+    slide: SlideWindows, y0: int, x0: int, y1: int, x1: int, stains: Sequence[str]
+) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """(stains of the window, window, index of each of `stains` in it).
+
+    When the slide holds just the stains asked for, all are read in one call and kept in the
+    slide's order (no per-stain reads, no reordering copy); otherwise only `stains` are read.
+    """
+    have = tuple(slide.info.stains)
+    if set(have) == set(stains) and len(have) == len(stains):
+        return have, slide.read(y0, x0, y1, x1, None), np.array([have.index(s) for s in stains])
+    return tuple(stains), slide.read(y0, x0, y1, x1, stains), np.arange(len(stains))
 
 
 def render_slide(
@@ -104,7 +124,9 @@ def render_slide(
     backend = backend.for_stains(info.stains, source=f"Slide {info.slide_id!r}")
     stains = backend.stains
     t0 = time.perf_counter()
-    sample = sample_slide(slide, stains, params.sample_pixels, params.tile_px)
+    chunk_px = getattr(slide, "chunk_px", None)  # decode every storage chunk once
+    sample_tile_px = int(chunk_px[0]) if chunk_px else params.tile_px
+    sample = sample_slide(slide, stains, params.sample_pixels, sample_tile_px)
     fitted = backend.calibrate(sample, info.slide_id)
     del sample
     t1 = time.perf_counter()
@@ -115,8 +137,10 @@ def render_slide(
     n_tiles = 0
     rgb_sum = np.zeros(3, np.float64)
     for tile in slide.tiles(tile_px, halo_px):
-        window = slide.read(tile.read_y0, tile.read_x0, tile.read_y1, tile.read_x1, stains)
-        rgb = fitted.render(window, stains, info.mpp)
+        order, window, _ = _read(
+            slide, tile.read_y0, tile.read_x0, tile.read_y1, tile.read_x1, stains
+        )
+        rgb = fitted.render(window, order, info.mpp)
         if rgb.shape != (*window.shape[1:], 3) or rgb.dtype != np.uint8:
             raise ConfigurationError(
                 f"Backend {fitted.name!r} returned {rgb.dtype} {rgb.shape} for a window of "

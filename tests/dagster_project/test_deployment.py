@@ -1,5 +1,6 @@
 """The definitions load with the Kubernetes configuration of deploy/ (no cluster needed)."""
 
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -42,3 +43,16 @@ def test_helm_values_point_at_our_code_location() -> None:
     assert values["runLauncher"]["type"] == "K8sRunLauncher"
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     assert "dagster_project.definitions" in dockerfile
+
+
+def test_training_steps_ask_kubernetes_for_a_gpu() -> None:
+    from dagster_project.definitions import defs
+
+    graph = defs().resolve_asset_graph()
+    node = graph.get(dg.AssetKey("classifier"))
+    k8s_config = node.assets_def.op.tags["dagster-k8s/config"]
+    if isinstance(k8s_config, str):  # Dagster stores structured tags as JSON text
+        k8s_config = json.loads(k8s_config)
+    limits = k8s_config["container_config"]["resources"]["limits"]
+    assert limits == {"nvidia.com/gpu": "1"}
+    assert node.pools == {"gpu"} or node.assets_def.op.pool == "gpu"

@@ -32,6 +32,7 @@ class MemorySlide:
 
     def read(self, y0, x0, y1, x1, stains):
         self.largest_read = max(self.largest_read, (y1 - y0) * (x1 - x0))
+        stains = self.info.stains if stains is None else stains
         return self.image[[self.info.stains.index(s) for s in stains], y0:y1, x0:x1]
 
     def tiles(self, tile_px=None, halo_px=0):

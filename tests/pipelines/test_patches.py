@@ -140,3 +140,31 @@ def test_a_table_that_does_not_match_the_slide_is_refused(slide):
         patch_table(labels, features, "S1")
     kept = patch_table(labels.with_columns(pl.Series("class_index", [0, -1])), features, "S1")
     assert kept["nucleus_id"].to_list() == [1]
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+@pytest.mark.parametrize(("h", "w", "tile_px"), [(700, 620, 150), (30, 500, 1024), (9, 9, 1024)])
+def test_patches_equal_slicing_the_whole_resampled_slide_padded_once(pad_mode, h, w, tile_px):
+    """Tiles, halos and per-tile border padding change nothing, even on slides narrower than
+    a patch."""
+    rng = np.random.default_rng(h)
+    image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    n = 200
+    cy, cx = rng.uniform(-0.5, h - 0.51, n), rng.uniform(-0.5, w - 0.51, n)
+    params = PatchParams(tile_px=tile_px, pad_mode=pad_mode, pad_value=3)
+    plan = plan_patches("S1", np.arange(n), np.zeros(n, np.int16), cy, cx, h, w, 0.32, params)
+    out = np.zeros((n, 41, 41, 3), np.uint8)
+
+    def write_block(start, images):
+        out[start : start + len(images)] = images
+
+    extract_patches(lambda y0, x0, y1, x1: image[y0:y1, x0:x1], plan, write_block, params)
+    pad = ((20, 20), (20, 20), (0, 0))
+    whole = resample_rgb(image, plan.grid)
+    if pad_mode == "constant":
+        whole = np.pad(whole, pad, mode="constant", constant_values=3)
+    else:
+        whole = np.pad(whole, pad, mode="reflect")
+    expected = np.stack([whole[y : y + 41, x : x + 41]
+                         for y, x in zip(plan.centre_y, plan.centre_x, strict=True)])
+    assert np.array_equal(out, expected)

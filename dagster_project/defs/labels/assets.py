@@ -11,6 +11,7 @@ import time
 import dagster as dg
 import polars as pl
 
+from dagster_project.automation import COHORT_VIEW, SLIDE_STAGE
 from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
@@ -59,7 +60,7 @@ def manual_thresholds(
 
 @dg.asset(
     partitions_def=slide_partitions, group_name="labels",
-    deps=["nucleus_features", manual_thresholds],
+    deps=["nucleus_features", manual_thresholds], automation_condition=SLIDE_STAGE,
     check_specs=[dg.AssetCheckSpec("one_threshold_per_stain", asset="stain_thresholds"),
                  dg.AssetCheckSpec("manual_rows_applied", asset="stain_thresholds")],
 )
@@ -99,7 +100,7 @@ def stain_thresholds(
 
 @dg.asset(
     partitions_def=slide_partitions, group_name="labels",
-    deps=["nucleus_features", stain_thresholds],
+    deps=["nucleus_features", stain_thresholds], automation_condition=SLIDE_STAGE,
     check_specs=[dg.AssetCheckSpec("one_label_per_nucleus", asset="nucleus_labels"),
                  dg.AssetCheckSpec("every_kept_nucleus_has_a_class", asset="nucleus_labels")],
 )
@@ -133,7 +134,8 @@ def nucleus_labels(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg
 
 
 @dg.asset(group_name="labels",
-          deps=["nucleus_features", stain_thresholds, nucleus_labels, "slide_manifest"])
+          deps=["nucleus_features", stain_thresholds, nucleus_labels, "slide_manifest"],
+          automation_condition=COHORT_VIEW)
 def nucleus_catalog(data_root: DataRoot, label_settings: LabelSettings) -> dg.MaterializeResult:
     """The DuckDB catalog file: views over the datasets, marker positivity, rules, counts."""
     layout, start = data_root.layout, time.perf_counter()

@@ -8,6 +8,7 @@ import dagster as dg
 
 from pipelines.thresholds import AutoThresholdParams
 from storage.catalog import DEFAULT_RULES_SQL
+from storage.fs import as_path
 from storage.layout import DataLayout
 
 
@@ -27,10 +28,11 @@ class LabelSettings(dg.ConfigurableResource):
     review_figures: bool = True
 
     def csv_path(self, layout: DataLayout) -> Path:
-        return Path(self.thresholds_csv) if self.thresholds_csv else layout.root / "thresholds.csv"
+        chosen = self.thresholds_csv
+        return as_path(chosen) if chosen else layout.root / "thresholds.csv"
 
     def catalog_path(self, layout: DataLayout) -> Path:
-        return Path(self.catalog_db) if self.catalog_db else layout.catalog_db
+        return as_path(self.catalog_db) if self.catalog_db else layout.catalog_db
 
     def params(self) -> AutoThresholdParams:
         return AutoThresholdParams(method=self.auto_method)  # type: ignore[arg-type]

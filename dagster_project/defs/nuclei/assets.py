@@ -8,6 +8,7 @@ from typing import Literal
 import dagster as dg
 import numpy as np
 
+from dagster_project.automation import SLIDE_STAGE
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.quantify import QuantifyParams, feature_checks, quantify_slide
@@ -42,7 +43,7 @@ class NucleusMaskConfig(dg.Config):
 
 
 @dg.asset(key="nucleus_mask", partitions_def=slide_partitions, deps=["slide_image"],
-          group_name="nuclei", kinds={"python", "zarr"},
+          group_name="nuclei", kinds={"python", "zarr"}, automation_condition=SLIDE_STAGE,
           required_resource_keys={"data_root", "mesmer_pipes"} if _HAS_MESMER else {"data_root"})
 def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig
                  ) -> dg.MaterializeResult:
@@ -110,6 +111,7 @@ class NucleusFeaturesConfig(dg.Config):
 
 @dg.asset(key="nucleus_features", partitions_def=slide_partitions,
           deps=["nucleus_mask", "slide_image"], group_name="nuclei", kinds={"python", "parquet"},
+          automation_condition=SLIDE_STAGE,
           check_specs=[dg.AssetCheckSpec(n, asset="nucleus_features") for n in FEATURE_CHECKS])
 def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesConfig,
                      data_root: DataRoot) -> dg.MaterializeResult:

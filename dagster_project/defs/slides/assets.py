@@ -1,16 +1,19 @@
 """The slide manifest (unpartitioned) and each slide's ingested image (slide-partitioned)."""
 
+import hashlib
 import time
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 
+from dagster_project.automation import MANIFEST, NEW_SLIDE
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.ingest import DEFAULT_TILE_PX, ReadParams, describe, open_slide_source
 from pipelines.stains import NUCLEAR_STAIN, canonical_stain
+from storage.fs import as_path, local_copy
 from storage.manifest import manifest_row, preview_markdown, with_content_hashes, write_manifest
 from storage.slide_ingest import folder_bytes, is_current, write_slide
 from storage.slide_sources import content_sha256
@@ -28,7 +31,8 @@ class SlideImageConfig(dg.Config):
     force: bool = False
 
 
-@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"})
+@dg.asset(group_name="slides", deps=["synthetic_cohort"], kinds={"parquet"},
+          automation_condition=MANIFEST)
 def slide_manifest(
     context: dg.AssetExecutionContext, data_root: DataRoot, slide_inputs: SlideInputs
 ) -> dg.MaterializeResult:
@@ -61,6 +65,7 @@ def slide_manifest(
     deps=[slide_manifest],
     kinds={"zarr"},
     check_specs=[dg.AssetCheckSpec(SLIDE_CHECK, asset="slide_image")],
+    automation_condition=NEW_SLIDE,
 )
 def slide_image(
     context: dg.AssetExecutionContext,
@@ -71,22 +76,24 @@ def slide_image(
     """The partition's slide streamed into `layout.slide_zarr(slide_id)` window by window."""
     slide_id, layout = context.partition_key, data_root.layout
     row = manifest_row(layout.manifest_parquet, slide_id)
-    if row is None or not Path(row["path"]).exists():
+    if row is None or not as_path(row["path"]).exists():
         row = _row_from_inputs(slide_inputs, layout, slide_id)
     final = layout.slide_zarr(slide_id)
-    digest = content_sha256(Path(row["path"]))
+    digest = content_sha256(as_path(row["path"]))
     params = ReadParams(config.tile_px, tuple(slide_inputs.required_stains))
     started = time.perf_counter()
-    with open_slide_source(row["path"], mpp=row["mpp"], params=params) as source:
+    with local_copy(row["path"]) as local, \
+            open_slide_source(local, mpp=row["mpp"], params=params) as source:
         info = SlideInfo(slide_id, source.stains, source.mpp, source.height_px,
                          source.width_px, str(source.dtype))
         reused = not config.force and is_current(final, info, digest)
         if not reused:
-            write_slide(final, info, source.windows(),
-                        {**describe(source), "content_sha256": digest})
+            origin = {**describe(source), "path": str(as_path(row["path"]))}
+            write_slide(final, info, source.windows(), {**origin, "content_sha256": digest})
     seconds = time.perf_counter() - started
     mb_written = 0.0 if reused else folder_bytes(final) / 1e6
     return dg.MaterializeResult(
+        data_version=store_version(info, digest),
         metadata={
             "stains": ", ".join(info.stains),
             "n_stains": len(info.stains),
@@ -103,6 +110,12 @@ def slide_image(
         },
         check_results=[check_slide_store(final)],
     )
+
+
+def store_version(info: SlideInfo, digest: str) -> dg.DataVersion:
+    """The slide store's data version: source content plus layout, so re-ingesting the same
+    file the same way leaves every downstream stage up to date."""
+    return dg.DataVersion(hashlib.sha256(f"{digest}|{info!r}".encode()).hexdigest()[:24])
 
 
 def info_mb(info: SlideInfo) -> float:

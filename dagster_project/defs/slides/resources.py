@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from storage.fs import as_path
 from storage.layout import DataLayout
 from storage.manifest import collect_manifest
 
@@ -27,11 +28,11 @@ class SlideInputs(dg.ConfigurableResource):
 
     def manifest_file(self, layout: DataLayout) -> Path:
         chosen = self.manifest_path or os.environ.get(MANIFEST_ENV, "")
-        return Path(chosen) if chosen else layout.cohort_dir / "manifest.csv"
+        return as_path(chosen) if chosen else layout.cohort_dir / "manifest.csv"
 
     def inbox(self, layout: DataLayout) -> Path:
         chosen = self.inbox_dir or os.environ.get(INBOX_ENV, "")
-        return Path(chosen) if chosen else layout.inbox_dir
+        return as_path(chosen) if chosen else layout.inbox_dir
 
     def collect(self, layout: DataLayout, settle_seconds: float | None = None) -> pl.DataFrame:
         """Every slide of the manifest and the inbox, validated, without content hashes."""

@@ -21,6 +21,15 @@ from pipelines.train.model import RandomInitWarning
 from pipelines.train.profiles import PROFILE_ENV, training_profile
 from pipelines.train.split import SplitParams, check_folds, make_folds
 from storage.folds import folds_path, read_folds, write_folds
+from storage.manifest import read_manifest_parquet
+
+# Under the Kubernetes executor a training step asks for one GPU (ignored elsewhere).
+GPU_NODE_TAGS = {
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]},
+    }
+}
 
 
 class FoldSplitConfig(dg.Config):
@@ -32,7 +41,7 @@ class FoldSplitConfig(dg.Config):
 class ClassifierConfig(dg.Config):
     """`profile` demo (CPU minutes) or paper (§2.4: 20,000 steps at batch 256); fields set
     here override the profile. `resnet18_weights`: a local ImageNet file (never downloaded).
-    `cpu_threads`: torch threads on CPU (None: the profile's, 1 for the demo; 0: torch's
+    `cpu_threads`: torch threads on CPU (None: the profile's; 0: torch's
     default). `resume`: continue an interrupted run of the same settings and slides."""
 
     profile: str = os.environ.get(PROFILE_ENV, "demo")
@@ -52,7 +61,7 @@ def fold_split(config: FoldSplitConfig, data_root: DataRoot) -> dg.MaterializeRe
     """Patient-level 5-fold split: per fold 60 % train, 20 % validation, 20 % test patients,
     every set with both sites and healthy and diseased patients."""
     layout = data_root.layout
-    manifest = pl.read_parquet(layout.manifest_parquet)
+    manifest = read_manifest_parquet(layout.manifest_parquet)
     folds = make_folds(manifest, SplitParams(seed=config.seed))
     problems = check_folds(folds, manifest)
     if problems:
@@ -71,6 +80,7 @@ def fold_split(config: FoldSplitConfig, data_root: DataRoot) -> dg.MaterializeRe
     key="classifier", group_name="classifier", partitions_def=fold_partitions, pool="gpu",
     deps=["fold_split", dg.AssetDep("nucleus_patches", partition_mapping=dg.AllPartitionMapping())],
     kinds={"pytorch"},
+    op_tags=GPU_NODE_TAGS,
 )
 def classifier(
     context: dg.AssetExecutionContext, config: ClassifierConfig, data_root: DataRoot
@@ -149,5 +159,5 @@ def classifier_evaluation(
 def fold_split_is_sound(data_root: DataRoot) -> dg.AssetCheckResult:
     layout = data_root.layout
     problems = check_folds(read_folds(folds_path(layout.root)),
-                           pl.read_parquet(layout.manifest_parquet))
+                           read_manifest_parquet(layout.manifest_parquet))
     return dg.AssetCheckResult(passed=not problems, metadata={"problems": str(problems)})

@@ -38,7 +38,9 @@ from pipelines.train.split import ROLES, fold_patients
 from storage import classifier_checkpoints as ckpt
 from storage.classifier_report import asset_link, read_vhe_overview, write_report
 from storage.errors import StoreLayoutError
+from storage.fs import is_remote
 from storage.layout import DataLayout
+from storage.manifest import read_manifest_parquet
 from storage.parquet_dataset import (
     read_slide_partition,
     scan_dataset,
@@ -86,7 +88,7 @@ class FoldInputs:
 def load_fold(layout: DataLayout, fold: int, weights: str | None) -> FoldInputs:
     from storage.folds import folds_path, read_folds
 
-    manifest = pl.read_parquet(layout.manifest_parquet)
+    manifest = read_manifest_parquet(layout.manifest_parquet)
     folds = read_folds(folds_path(layout.root))
     store = PatchStore(layout.patch_store)
     if tuple(store.cell_types) != CELL_TYPES:
@@ -192,7 +194,7 @@ def _test_predictions(layout: DataLayout, folds: pl.DataFrame,
     tests = (folds.filter(pl.col("role") == "test")
              .join(manifest.select("patient_id", "slide_id"), on="patient_id")
              .select("slide_id", pl.col("fold").cast(pl.Int16)))
-    if not (Path(layout.predictions_dir)).is_dir():
+    if not layout.predictions_dir.is_dir():
         raise StoreLayoutError(
             f"No predictions in {layout.predictions_dir}: materialise the classifier folds first."
         )
@@ -227,7 +229,7 @@ def _slide_maps(layout: DataLayout, predictions: pl.DataFrame, manifest: pl.Data
 def evaluate(layout: DataLayout, folds: pl.DataFrame) -> Evaluation:
     """Metrics, figures and the Markdown report for every fold's test predictions."""
     notes: list[str] = []
-    manifest = pl.read_parquet(layout.manifest_parquet)
+    manifest = read_manifest_parquet(layout.manifest_parquet)
     predictions = _test_predictions(layout, folds, manifest)
     per_fold = fold_metrics(predictions)
     summary = summarise_folds(per_fold)
@@ -284,6 +286,9 @@ def evaluate(layout: DataLayout, folds: pl.DataFrame) -> Evaluation:
 def _is_synthetic(manifest: pl.DataFrame, layout: DataLayout) -> bool:
     if "path" not in manifest.columns:
         return False
+    if is_remote(layout.cohort_dir):
+        cohort = str(layout.cohort_dir)
+        return all(str(p).startswith(cohort) for p in manifest["path"].to_list())
     cohort = str(Path(layout.cohort_dir).resolve())
     return all(str(Path(p).resolve()).startswith(cohort) for p in manifest["path"].to_list())
 

@@ -6,6 +6,7 @@ import time
 import dagster as dg
 import numpy as np
 
+from dagster_project.automation import COHORT_VIEW, SLIDE_STAGE
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.cell_types import CELL_TYPES
@@ -54,6 +55,7 @@ def _png_md(png: bytes) -> dg.MetadataValue:
 
 @dg.asset(
     partitions_def=slide_partitions, deps=["slide_image"], group_name="virtual_he",
+    automation_condition=SLIDE_STAGE,
     check_specs=[dg.AssetCheckSpec("looks_like_he", asset="virtual_he")],
 )
 def virtual_he(
@@ -94,7 +96,7 @@ def virtual_he(
 
 @dg.asset(
     partitions_def=slide_partitions, deps=["virtual_he", "nucleus_labels", "nucleus_features"],
-    group_name="virtual_he",
+    group_name="virtual_he", automation_condition=SLIDE_STAGE,
     check_specs=[dg.AssetCheckSpec("every_labelled_nucleus_has_a_patch", asset="nucleus_patches")],
 )
 def nucleus_patches(
@@ -135,7 +137,7 @@ def nucleus_patches(
 
 @dg.asset(
     deps=[dg.AssetDep("nucleus_patches", partition_mapping=dg.AllPartitionMapping())],
-    group_name="virtual_he",
+    group_name="virtual_he", automation_condition=COHORT_VIEW,
 )
 def patch_gallery(data_root: DataRoot) -> dg.MaterializeResult:
     """Per class, virtual H&E patches beside their key MxIF stain in green (paper Fig. 1)."""

@@ -9,7 +9,6 @@ import dataclasses
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 from dagster_project.resources import DataRoot
 from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
@@ -22,6 +21,7 @@ from storage.checkpoints import (
 )
 from storage.he_tiles import HeTileFolder, write_rgb_png
 from storage.layout import DataLayout
+from storage.manifest import read_manifest_parquet
 from storage.slide_store import SlideReader, open_slide
 
 # The shared folder of real colon H&E tiles beside the project; never copied into it.
@@ -117,7 +117,7 @@ def _profile(config: CycleGanConfig) -> tuple[dict[str, int], TrainParams, int]:
 def _training_slides(layout: DataLayout, max_slides: int) -> list[SlideReader]:
     """Up to `max_slides` ingested slides, in manifest order (or by id without a manifest)."""
     if layout.manifest_parquet.exists():
-        ids = pl.read_parquet(layout.manifest_parquet, columns=["slide_id"])["slide_id"].to_list()
+        ids = read_manifest_parquet(layout.manifest_parquet)["slide_id"].to_list()
     else:
         ids = sorted(p.name.removesuffix(".zarr") for p in
                      layout.slide_zarr("x").parent.glob("*.zarr"))
