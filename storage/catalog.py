@@ -160,27 +160,30 @@ def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str
     """Turn the empty stand-in tables of datasets written since the catalog was built into
     their views; returns the views made (none: the file is left as it is).
 
-    The catalog is copied, changed and swapped in atomically, so readers see the old file or
-    the new one. Views that read a stand-in (e.g. nucleus_inference_vs_labels) read the
-    dataset from then on. Nothing happens when the catalog does not exist yet.
+    The catalog is copied, changed and swapped in atomically (uploaded on object storage), so
+    readers see the old file or the new one. Views that read a stand-in (e.g.
+    nucleus_inference_vs_labels) read the dataset from then on. Nothing happens when the
+    catalog does not exist yet.
     """
-    db_path = Path(db_path)
+    db_path = as_path(db_path)
     if not db_path.is_file():
         return []
-    con = duckdb.connect(str(db_path), read_only=True)
-    try:
-        tables = {row[0] for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-        ).fetchall()}
-    finally:
-        con.close()
+    with local_copy(db_path) as local:
+        con = duckdb.connect(str(local), read_only=True)
+        try:
+            tables = {row[0] for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            ).fetchall()}
+        finally:
+            con.close()
     stale = [s for s in sources if s.view in tables and _has_files(s.glob)]
     if not stale:
         return []
-    with atomic_path(db_path) as tmp:
-        shutil.copyfile(db_path, tmp)
+    with atomic_path(db_path) as tmp, local_copy(db_path) as local:
+        shutil.copyfile(local, tmp)
         con = duckdb.connect(str(tmp))
         try:
+            register_filesystem(con, db_path)
             for source in stale:
                 con.execute(f"DROP TABLE {quote_identifier(source.view)}")
                 _create_source(con, source)

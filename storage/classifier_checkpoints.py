@@ -103,12 +103,12 @@ def load_model(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 def trained_folds(models_dir: Path) -> list[int]:
     """The folds whose kept weights are saved under `models_dir`, ascending."""
-    root = Path(models_dir) / "classifier"
+    root = as_path(models_dir) / "classifier"
     if not root.is_dir():
         return []
     folds = []
-    for path in root.glob("fold=*"):
-        suffix = path.name.split("=", 1)[1]
-        if suffix.isdigit() and checkpoint_exists(path / "model"):
+    for path in root.iterdir():
+        key, _, suffix = path.name.partition("=")
+        if key == "fold" and suffix.isdigit() and checkpoint_exists(path / "model"):
             folds.append(int(suffix))
     return sorted(folds)

@@ -4,12 +4,15 @@ training patches, fold models averaged, the QuPath GeoJSON, the map and the cata
 from __future__ import annotations
 
 import json
+import os
+import uuid
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pytest
 from skimage.measure import points_in_poly
+from upath import UPath
 
 from dagster_project.defs.inference.assets import nucleus_inference
 from dagster_project.defs.labels.assets import nucleus_catalog
@@ -212,3 +215,32 @@ def test_clear_errors(setup, tmp_path) -> None:
     with pytest.raises(Exception, match=r"No trained classifier fold.*materialise the "
                                         r"classifier asset"):
         _run([nucleus_inference], empty.root, instance, SLIDE, _fold_config())
+
+
+def test_on_object_storage(tmp_path, monkeypatch) -> None:
+    """The data root on a `memory://` URL: inputs, model, outputs and the refreshed catalog all
+    live under it, nothing on the local disk."""
+    monkeypatch.chdir(tmp_path)
+    root = UPath(f"memory://inference-{uuid.uuid4().hex[:8]}/data")
+    layout = DataLayout(str(root))
+    try:
+        write_slide(layout, SLIDE, 100, 120, seed=4)
+        model = fold_model(1)
+        save_fold(layout, 1, model)
+        instance = dg.DagsterInstance.ephemeral()
+        instance.add_dynamic_partitions("slides", [SLIDE])
+        assert _run([virtual_he], str(root), instance, SLIDE).success
+        assert _run([nucleus_catalog], str(root), instance).success
+        with torch_threads(1):
+            run = _run([nucleus_inference], str(root), instance, SLIDE, _fold_config())
+        assert run.success and all(c.passed for c in run.get_asset_check_evaluations())
+        n = read_slide_partition(layout.features_dir, SLIDE).height
+        assert read_slide_partition(layout.inference_dir, SLIDE)["models"].to_list() == [[1]] * n
+        doc = json.loads((layout.qupath_dir / f"{SLIDE}.geojson").read_text())
+        assert len(doc["features"]) == n > 0
+        assert (layout.figures_dir("inference") / f"{SLIDE}.png").read_bytes()[:4] == b"\x89PNG"
+        assert query_catalog(layout.catalog_db,
+                             "SELECT count(*) FROM nucleus_inference").item() == n
+        assert os.listdir(tmp_path) == []
+    finally:
+        root.fs.rm(root.path, recursive=True)

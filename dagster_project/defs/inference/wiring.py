@@ -59,7 +59,7 @@ def load_models(layout: DataLayout, fold: int | None) -> FoldModels:
     if fold is None:
         if not trained:
             raise StoreLayoutError(
-                f"No trained classifier fold in {Path(layout.models_dir) / 'classifier'}: "
+                f"No trained classifier fold in {layout.models_dir / 'classifier'}: "
                 "materialise the classifier asset (one fold partition at least) first.")
         folds = trained
     else:
