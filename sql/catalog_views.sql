@@ -1,5 +1,5 @@
 -- The catalog's summary views. Run after the Parquet views (nucleus_features, stain_thresholds,
--- nucleus_labels, slide_manifest), the generated marker_positivity view and a rule file that
+-- nucleus_labels, slide_manifest, nucleus_inference), the generated marker_positivity view and a rule file that
 -- creates nucleus_cell_type and cell_type_hierarchy (e.g. sql/cell_type_rules.sql).
 
 -- Every nucleus with its class, the class index and the coarse hierarchy beside it.
@@ -98,3 +98,34 @@ SELECT
 FROM stain_thresholds
 GROUP BY slide_id
 ORDER BY slide_id;
+
+-- Predicted classes beside the MxIF-derived labels, for the nuclei that have labels
+-- (cell_type NULL: excluded by the rules; agrees NULL then).
+CREATE OR REPLACE VIEW nucleus_inference_vs_labels AS
+SELECT
+    i.nucleus_id,
+    i.slide_id,
+    l.cell_type,
+    l.class_index,
+    l.excluded_at_step,
+    i.predicted_cell_type,
+    i.predicted_index,
+    i.probability,
+    i.models,
+    CASE WHEN l.class_index >= 0 THEN l.class_index = i.predicted_index END AS agrees
+FROM nucleus_inference AS i
+JOIN nucleus_labels AS l ON l.nucleus_id = i.nucleus_id;
+
+-- Per slide: nuclei predicted, how many have a label, and how often prediction and label agree.
+CREATE OR REPLACE VIEW inference_agreement_per_slide AS
+SELECT
+    i.slide_id,
+    count(*) AS n_predicted,
+    count(l.class_index) FILTER (WHERE l.class_index >= 0) AS n_labelled,
+    count(*) FILTER (WHERE l.class_index = i.predicted_index) AS n_agree,
+    count(*) FILTER (WHERE l.class_index = i.predicted_index)
+        / nullif(count(l.class_index) FILTER (WHERE l.class_index >= 0), 0) AS agreement
+FROM nucleus_inference AS i
+LEFT JOIN nucleus_labels AS l ON l.nucleus_id = i.nucleus_id
+GROUP BY i.slide_id
+ORDER BY i.slide_id;

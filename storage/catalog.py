@@ -10,6 +10,7 @@ the old one, so a reader never opens a half-built catalog.
 from __future__ import annotations
 
 import glob
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,15 @@ THRESHOLD_COLUMNS = (
 LABEL_COLUMNS = (
     "nucleus_id BIGINT, slide_id VARCHAR, cell_type VARCHAR, class_index SMALLINT, "
     "excluded_at_step SMALLINT, threshold_version VARCHAR"
+)
+INFERENCE_COLUMNS = (
+    "nucleus_id BIGINT, slide_id VARCHAR, predicted_index SMALLINT, predicted_cell_type VARCHAR, "
+    "probability FLOAT, "
+    + "".join(f"prob_{name} FLOAT, " for name in (
+        "goblet", "endocrine", "epithelial", "progenitor", "fibroblast", "stromal", "monocyte",
+        "macrophage", "helper_t", "cytotoxic_t", "t_cell_receptor", "b_cell", "myeloid",
+        "leukocyte"))
+    + "models SMALLINT[]"
 )
 
 
@@ -85,6 +95,7 @@ def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
         ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir), THRESHOLD_COLUMNS),
         ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
         ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
+        ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir), INFERENCE_COLUMNS),
     )
 
 
@@ -143,6 +154,44 @@ def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
         wal = tmp.with_name(tmp.name + ".wal")
         wal.unlink(missing_ok=True)
     return db_path
+
+
+def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str]:
+    """Turn the empty stand-in tables of datasets written since the catalog was built into
+    their views; returns the views made (none: the file is left as it is).
+
+    The catalog is copied, changed and swapped in atomically (uploaded on object storage), so
+    readers see the old file or the new one. Views that read a stand-in (e.g.
+    nucleus_inference_vs_labels) read the dataset from then on. Nothing happens when the
+    catalog does not exist yet.
+    """
+    db_path = as_path(db_path)
+    if not db_path.is_file():
+        return []
+    with local_copy(db_path) as local:
+        con = duckdb.connect(str(local), read_only=True)
+        try:
+            tables = {row[0] for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            ).fetchall()}
+        finally:
+            con.close()
+    stale = [s for s in sources if s.view in tables and _has_files(s.glob)]
+    if not stale:
+        return []
+    with atomic_path(db_path) as tmp, local_copy(db_path) as local:
+        shutil.copyfile(local, tmp)
+        con = duckdb.connect(str(tmp))
+        try:
+            register_filesystem(con, db_path)
+            for source in stale:
+                con.execute(f"DROP TABLE {quote_identifier(source.view)}")
+                _create_source(con, source)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+    return [s.view for s in stale]
 
 
 def query_catalog(db_path: Path, sql: str, parameters: Sequence | Mapping | None = None

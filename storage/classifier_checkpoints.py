@@ -99,3 +99,16 @@ def load_model(directory: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         load_model_metadata(directory)  # raises the helpful error
     checkpoint = load_checkpoint(as_path(directory) / "model", kind=MODEL_KIND, parts=["model"])
     return dict(checkpoint.state_dicts["model"]), checkpoint.metadata
+
+
+def trained_folds(models_dir: Path) -> list[int]:
+    """The folds whose kept weights are saved under `models_dir`, ascending."""
+    root = as_path(models_dir) / "classifier"
+    if not root.is_dir():
+        return []
+    folds = []
+    for path in root.iterdir():
+        key, _, suffix = path.name.partition("=")
+        if key == "fold" and suffix.isdigit() and checkpoint_exists(path / "model"):
+            folds.append(int(suffix))
+    return sorted(folds)

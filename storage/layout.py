@@ -73,6 +73,14 @@ class DataLayout:
         return self.root / "nucleus_predictions"
 
     @property
+    def inference_dir(self) -> Path:
+        return self.root / "nucleus_inference"
+
+    @property
+    def qupath_dir(self) -> Path:
+        return self.root / "exports" / "qupath"
+
+    @property
     def patch_store(self) -> Path:
         return self.root / "patches.zarr"
 
