@@ -76,3 +76,8 @@ def test_every_asset_materialises_and_the_tables_add_up(
 
     report = (layout.reports_dir / "classifier_report.md").read_text()
     assert all(cell_type in report for cell_type in CELL_TYPES)
+
+    # Every nucleus of every slide is classified, and exported for QuPath.
+    inference = scan_dataset(layout.inference_dir).collect()
+    assert sorted(inference["nucleus_id"]) == sorted(features["nucleus_id"])
+    assert all((layout.qupath_dir / f"{s}.geojson").exists() for s in slide_ids)
