@@ -223,9 +223,21 @@ def test_contract_columns_and_types() -> None:
     con = duckdb.connect()
     _label(con, panck=True)
     described = con.execute("DESCRIBE nucleus_cell_type").fetchall()
+    # cell_type: an ENUM of exactly the 14 classes, in class index order
+    enum = "ENUM(" + ", ".join(f"'{c}'" for c in CELL_TYPES) + ")"
     assert [(r[0], r[1]) for r in described] == [
-        ("nucleus_id", "BIGINT"), ("cell_type", "VARCHAR"), ("excluded_at_step", "SMALLINT"),
+        ("nucleus_id", "BIGINT"), ("cell_type", enum), ("excluded_at_step", "SMALLINT"),
     ]
+    # ... that reads, compares and joins like text
+    assert con.execute(
+        "SELECT cell_type = 'epithelial', cell_type || '', typeof(cell_type::VARCHAR), "
+        "enum_code(cell_type) FROM nucleus_cell_type"
+    ).fetchone() == (True, "epithelial", "VARCHAR", CELL_TYPES.index("epithelial"))
+    joined = con.execute(
+        "SELECT h.class_index FROM nucleus_cell_type AS c "
+        "JOIN cell_type_hierarchy AS h ON h.cell_type = c.cell_type"
+    ).fetchall()
+    assert joined == [(CELL_TYPES.index("epithelial"),)]
 
 
 def test_hierarchy_table_matches_cell_types_module() -> None:
