@@ -211,14 +211,12 @@ SELECT
     p.excluded_at_step
 FROM marker_positivity AS n
 JOIN cell_type_patterns AS p
-    -- a NULL call (a stain or threshold missing for the slide) counts as negative
+    -- `IS TRUE`: a NULL call (a stain or threshold missing for the slide) counts as negative
     ON hash(
-        coalesce(n.nakatpase, FALSE), coalesce(n.panck, FALSE), coalesce(n.muc2, FALSE),
-        coalesce(n.cga, FALSE), coalesce(n.vimentin, FALSE), coalesce(n.sma, FALSE),
-        coalesce(n.sox9, FALSE), coalesce(n.olfm4, FALSE), coalesce(n.lysozyme, FALSE),
-        coalesce(n.cd45, FALSE), coalesce(n.cd20, FALSE), coalesce(n.cd68, FALSE),
-        coalesce(n.cd11b, FALSE), coalesce(n.cd3d, FALSE), coalesce(n.cd8, FALSE),
-        coalesce(n.cd4, FALSE))
+        n.nakatpase IS TRUE, n.panck IS TRUE, n.muc2 IS TRUE, n.cga IS TRUE, n.vimentin IS TRUE,
+        n.sma IS TRUE, n.sox9 IS TRUE, n.olfm4 IS TRUE, n.lysozyme IS TRUE, n.cd45 IS TRUE,
+        n.cd20 IS TRUE, n.cd68 IS TRUE, n.cd11b IS TRUE, n.cd3d IS TRUE, n.cd8 IS TRUE,
+        n.cd4 IS TRUE)
      = hash(
         p.nakatpase, p.panck, p.muc2, p.cga, p.vimentin, p.sma, p.sox9, p.olfm4, p.lysozyme,
         p.cd45, p.cd20, p.cd68, p.cd11b, p.cd3d, p.cd8, p.cd4);
