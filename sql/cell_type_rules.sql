@@ -46,13 +46,13 @@
 --
 -- Layout, chosen for speed as well as for reading. A nucleus's class depends on its 16
 -- positivity calls alone, and 16 calls have only 2^16 = 65,536 patterns. So the steps below are
--- applied once to every pattern (cell_type_patterns, built when this file runs: every step's
--- condition a named boolean, x<step> for exclusions and f<step> for final annotations, then one
--- CASE picks the step that decides the pattern), and nucleus_cell_type gives each nucleus the
--- row of its own pattern. Ten million nuclei then cost a hash of 16 booleans and a lookup each,
--- not the ~60 boolean operations of the steps.
--- The lookup key is hash() of the 16 calls: the hash DuckDB would compute for a join on the 16
--- columns, without comparing 16 columns per nucleus. The view computes it on both sides when it
+-- applied once to every pattern when this file runs (cell_type_patterns: every step's condition
+-- a named boolean, x<step> for exclusions and f<step> for final annotations, then one CASE picks
+-- the step that decides the pattern), and nucleus_cell_type gives each nucleus the row of its
+-- own pattern. Ten million nuclei then cost a hash of 16 booleans and one lookup each instead of
+-- the ~60 boolean operations of the steps; the steps themselves stay the single source of truth.
+-- The lookup key is hash() of the 16 calls: one function over the 16 columns, so a nucleus is
+-- matched by one key comparison instead of 16. The view computes the key on both sides when it
 -- is read, so a catalog file never depends on the DuckDB version that built it, and the check
 -- after the pattern table stops this file with an error if two patterns ever shared a key.
 

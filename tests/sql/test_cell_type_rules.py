@@ -266,3 +266,35 @@ def test_extra_columns_in_marker_positivity_are_ignored() -> None:
 def test_every_pattern_gets_exactly_one_row(all_patterns) -> None:
     _, sql = all_patterns
     assert sorted(sql) == list(range(2 ** 16))
+
+
+def test_null_calls_anywhere_count_as_negative() -> None:
+    """Random patterns with random NULL calls get the class of the same pattern with NULL read
+    as negative (the lookup treats NULL like FALSE in every stain)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    bits = rng.random((n, len(STAINS))) < 0.3
+    missing = rng.random((n, len(STAINS))) < 0.2
+    table = {"nucleus_id": np.arange(n, dtype=np.int64)}
+    table.update({s: pa.array(bits[:, i], mask=missing[:, i]) for i, s in enumerate(STAINS)})
+    con = duckdb.connect()
+    con.register("patterns", pa.table(table))
+    con.execute("CREATE TABLE marker_positivity AS SELECT * FROM patterns")
+    _apply_sql(con)
+    rows = con.execute("SELECT nucleus_id, cell_type, excluded_at_step FROM nucleus_cell_type "
+                       "ORDER BY nucleus_id").fetchall()
+    assert [r[0] for r in rows] == list(range(n))
+    for (_, cell_type, step), row, gap in zip(rows, bits, missing, strict=True):
+        label, want_step, _ = table1(dict(zip(STAINS, (row & ~gap).tolist(), strict=True)))
+        assert (cell_type, step) == (label, want_step)
+
+
+def test_pattern_table_holds_every_pattern_once_and_the_file_can_run_again() -> None:
+    con = duckdb.connect()
+    _label(con, panck=True)
+    _apply_sql(con)  # a second run replaces the tables and the view
+    n, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT ({', '.join(STAINS)})) FROM cell_type_patterns"
+    ).fetchone()
+    assert n == distinct == 2 ** 16
+    assert con.execute("SELECT * FROM nucleus_cell_type").fetchall() == [(1, "epithelial", None)]
