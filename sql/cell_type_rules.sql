@@ -211,12 +211,25 @@ SELECT
     p.excluded_at_step
 FROM marker_positivity AS n
 JOIN cell_type_patterns AS p
-    -- `IS TRUE`: a NULL call (a stain or threshold missing for the slide) counts as negative
+    -- a call counts as positive only when it is TRUE: a NULL call (a stain or threshold missing
+    -- for the slide) counts as negative, like FALSE
     ON hash(
-        n.nakatpase IS TRUE, n.panck IS TRUE, n.muc2 IS TRUE, n.cga IS TRUE, n.vimentin IS TRUE,
-        n.sma IS TRUE, n.sox9 IS TRUE, n.olfm4 IS TRUE, n.lysozyme IS TRUE, n.cd45 IS TRUE,
-        n.cd20 IS TRUE, n.cd68 IS TRUE, n.cd11b IS TRUE, n.cd3d IS TRUE, n.cd8 IS TRUE,
-        n.cd4 IS TRUE)
+        n.nakatpase AND n.nakatpase IS NOT NULL,
+        n.panck AND n.panck IS NOT NULL,
+        n.muc2 AND n.muc2 IS NOT NULL,
+        n.cga AND n.cga IS NOT NULL,
+        n.vimentin AND n.vimentin IS NOT NULL,
+        n.sma AND n.sma IS NOT NULL,
+        n.sox9 AND n.sox9 IS NOT NULL,
+        n.olfm4 AND n.olfm4 IS NOT NULL,
+        n.lysozyme AND n.lysozyme IS NOT NULL,
+        n.cd45 AND n.cd45 IS NOT NULL,
+        n.cd20 AND n.cd20 IS NOT NULL,
+        n.cd68 AND n.cd68 IS NOT NULL,
+        n.cd11b AND n.cd11b IS NOT NULL,
+        n.cd3d AND n.cd3d IS NOT NULL,
+        n.cd8 AND n.cd8 IS NOT NULL,
+        n.cd4 AND n.cd4 IS NOT NULL)
      = hash(
         p.nakatpase, p.panck, p.muc2, p.cga, p.vimentin, p.sma, p.sox9, p.olfm4, p.lysozyme,
         p.cd45, p.cd20, p.cd68, p.cd11b, p.cd3d, p.cd8, p.cd4);

@@ -11,10 +11,12 @@ row by row. A second DuckDB line keeps the labels in the database instead (CREAT
 Two cases: (1) positivity (16 BOOLEAN columns) -> labels; (2) per-nucleus mean intensities and
 per-slide thresholds -> marker_positivity -> labels (the view pipelines.labels generates).
 
-Input: both sides get the same columns in memory and nothing is prepared in the timed part.
-DuckDB scans them as Arrow tables registered without a copy (slide_id dictionary-encoded, as
-Parquet and Arrow hold it; the pandas side gets it as a Categorical); BENCH_LABELS_INPUT=table
-loads them into DuckDB tables first instead (slide_id plain VARCHAR).
+Input: both sides get the same data in memory; nothing is prepared in the timed part. Case 1
+gives DuckDB a table marker_positivity (as the rule-file contract names it). Case 2 gives DuckDB
+nucleus_features as an Arrow table registered without a copy, slide_id dictionary-encoded as the
+Parquet dataset and polars frames hold it (the pandas side gets slide_id as a Categorical).
+BENCH_LABELS_INPUT=table or =arrow gives both cases the same input form instead (a DuckDB table
+has slide_id as plain VARCHAR).
 
 Each side runs BENCH_LABELS_REPEATS times (3); the best wall time and the best CPU time are shown
 (CPU time counts every thread of the process). DuckDB runs with BENCH_LABELS_THREADS threads (2).
@@ -43,7 +45,7 @@ N_NUCLEI = int(os.environ.get("BENCH_LABELS_NUCLEI", 10_000_000))
 REPEATS = int(os.environ.get("BENCH_LABELS_REPEATS", 3))
 THREADS = int(os.environ.get("BENCH_LABELS_THREADS", 2))
 RULES_SQL = os.environ.get("BENCH_LABELS_RULES", "cell_type_rules.sql")
-INPUT = os.environ.get("BENCH_LABELS_INPUT", "arrow")
+INPUT = os.environ.get("BENCH_LABELS_INPUT", "")  # "": the form each case names
 N_SLIDES = 28
 STAINS = (
     "nakatpase", "panck", "muc2", "cga", "vimentin", "sma", "sox9", "olfm4", "lysozyme",
@@ -142,17 +144,20 @@ def _connect() -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _add_input(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table) -> None:
-    """`table` as `name`: registered as is (Arrow), or copied into a DuckDB table."""
-    if INPUT == "arrow":
+def _add_input(con: duckdb.DuckDBPyConnection, name: str, table: pa.Table, form: str) -> str:
+    """`table` as `name`: registered as is ("arrow"), or copied into a DuckDB table ("table");
+    BENCH_LABELS_INPUT overrides `form`. Returns the form used."""
+    form = INPUT or form
+    if form == "arrow":
         con.register(name, table)
-        return
+        return form
     if "slide_id" in table.column_names:
         index = table.column_names.index("slide_id")
         table = table.set_column(index, "slide_id", table.column(index).cast(pa.string()))
     con.register(f"{name}_arrow", table)
     con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
     con.unregister(f"{name}_arrow")
+    return form
 
 
 def _duckdb_runs(con: duckdb.DuckDBPyConnection) -> tuple[Timing, Timing, pa.Table]:
@@ -176,8 +181,8 @@ def _assert_same(ours: pa.Table, theirs: pd.DataFrame) -> None:
     assert got_step.equals(want_step)
 
 
-def _report(case: str, arrow_t: Timing, table_t: Timing, pandas_t: Timing) -> None:
-    print(f"\n[{case}] {N_NUCLEI:,} nuclei, DuckDB threads={THREADS}, input {INPUT}, "
+def _report(case: str, form: str, arrow_t: Timing, table_t: Timing, pandas_t: Timing) -> None:
+    print(f"\n[{case}] {N_NUCLEI:,} nuclei, DuckDB threads={THREADS}, input {form}, "
           f"best of {REPEATS}, rules {RULES_SQL}")
     print(f"  {'':34s} {'wall s':>8s} {'CPU s':>8s} {'M nuclei/s':>11s} {'vs pandas':>10s}")
     for name, t in (("DuckDB views -> Arrow table", arrow_t),
@@ -195,14 +200,14 @@ def test_bench_positivity_to_labels() -> None:
     bits = _positivity(N_NUCLEI)
     nucleus_id = np.arange(N_NUCLEI, dtype=np.int64)
     con = _connect()
-    _add_input(con, "marker_positivity", pa.table({
-        "nucleus_id": nucleus_id, **{s: bits[:, i] for i, s in enumerate(STAINS)}}))
+    form = _add_input(con, "marker_positivity", pa.table({
+        "nucleus_id": nucleus_id, **{s: bits[:, i] for i, s in enumerate(STAINS)}}), "table")
     con.execute(read_sql(RULES_SQL))
     arrow_t, table_t, labels = _duckdb_runs(con)
     con.close()
     df = pd.DataFrame({"nucleus_id": nucleus_id, **{s: bits[:, i] for i, s in enumerate(STAINS)}})
     pandas_t, theirs = _time(lambda: pandas_labels(df))
-    _report("positivity -> labels", arrow_t, table_t, pandas_t)
+    _report("positivity -> labels", form, arrow_t, table_t, pandas_t)
     _assert_same(labels, theirs)
 
 
@@ -218,11 +223,11 @@ def test_bench_intensities_to_labels() -> None:
     del bits
     thresholds = {s: 500.0 for s in STAINS}
     con = _connect()
-    _add_input(con, "nucleus_features", pa.table({
+    form = _add_input(con, "nucleus_features", pa.table({
         "nucleus_id": nucleus_id,
         "slide_id": pa.DictionaryArray.from_arrays(slide, slide_ids),
         **{f"mean_{s}": means[:, i] for i, s in enumerate(STAINS)},
-    }))
+    }), "arrow")
     rows = [(sid, s, float(thresholds[s] * g), "v1")
             for sid, g in zip(slide_ids, slide_gain, strict=True) for s in STAINS]
     con.execute("CREATE TABLE stain_thresholds (slide_id VARCHAR, stain_key VARCHAR, "
@@ -247,5 +252,5 @@ def test_bench_intensities_to_labels() -> None:
         return pandas_labels(positive)
 
     pandas_t, theirs_labels = _time(theirs)
-    _report("mean intensities + thresholds -> labels", arrow_t, table_t, pandas_t)
+    _report("mean intensities + thresholds -> labels", form, arrow_t, table_t, pandas_t)
     _assert_same(labels, theirs_labels)
