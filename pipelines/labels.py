@@ -138,14 +138,16 @@ def label_slide(
         con.register("stain_thresholds", thresholds.to_arrow())
         con.execute(positivity_view_sql(needed))
         con.execute(rules.sql)
+        # one slide, one threshold version: both are constants, so no join back to positivity
         result = con.sql(
-            "SELECT p.nucleus_id, p.slide_id, c.cell_type, c.excluded_at_step, "
-            "p.threshold_version FROM marker_positivity AS p "
-            "JOIN nucleus_cell_type AS c ON c.nucleus_id = p.nucleus_id ORDER BY p.nucleus_id"
+            "SELECT nucleus_id, cell_type::VARCHAR AS cell_type, excluded_at_step "
+            "FROM nucleus_cell_type ORDER BY nucleus_id"
         ).to_arrow_table()
     finally:
         con.close()
-    frame = pl.from_arrow(result)
+    frame = pl.from_arrow(result).with_columns(
+        slide_id=pl.lit(slide_id, pl.Utf8), threshold_version=pl.lit(versions[0], pl.Utf8)
+    )
     unknown = sorted(set(frame["cell_type"].drop_nulls().unique().to_list()) - set(class_index))
     if unknown:
         raise StainError(f"Slide {slide_id!r}: rules gave classes {unknown} with no class index.")

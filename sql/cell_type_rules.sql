@@ -9,8 +9,12 @@
 --     cell_type        one of goblet, endocrine, epithelial, progenitor, fibroblast, stromal,
 --                      monocyte, macrophage, helper_t, cytotoxic_t, t_cell_receptor, b_cell,
 --                      myeloid, leukocyte; NULL when an exclusion step removed the nucleus.
+--                      Typed as an ENUM of the 14 names in class index order: it compares,
+--                      groups and joins like text, and is fetched as dictionary-encoded strings.
 --     excluded_at_step the number of the first Table 1 step that excluded the nucleus; NULL when
 --                      the nucleus was kept.
+--   cell_type_patterns(nakatpase, ..., cd4, cell_type, excluded_at_step): Table 1's outcome for
+--                      every one of the 2^16 positivity patterns of the 16 stains.
 --   cell_type_hierarchy(cell_type, class_index, compartment, lineage): the 14 classes in class
 --                      index order with the coarse hierarchy (epithelial / connective / immune;
 --                      lymphoid / myeloid), so the catalog's count views need no Python.
@@ -40,31 +44,40 @@
 --   excluded_at_step NULL; with Table 1 as written no positivity pattern reaches that state.
 -- * A NULL positivity (a stain or threshold missing for the slide) counts as negative.
 --
--- Layout, chosen for speed as well as for reading: every step's condition is first computed as
--- a named boolean over all nuclei (x<step> for exclusions, f<step> for final annotations; plain
--- boolean algebra is cheap in DuckDB), then one CASE picks the step that decides each nucleus.
+-- Layout, chosen for speed as well as for reading. A nucleus's class depends on its 16
+-- positivity calls alone, and 16 calls have only 2^16 = 65,536 patterns. So the steps below are
+-- applied once to every pattern when this file runs (cell_type_patterns: every step's condition
+-- a named boolean, x<step> for exclusions and f<step> for final annotations, then one CASE picks
+-- the step that decides the pattern), and nucleus_cell_type gives each nucleus the row of its
+-- own pattern. Ten million nuclei then cost a hash of 16 booleans and one lookup each instead of
+-- the ~60 boolean operations of the steps; the steps themselves stay the single source of truth.
+-- The lookup key is hash() of the 16 calls: one function over the 16 columns, so a nucleus is
+-- matched by one key comparison instead of 16. The view computes the key on both sides when it
+-- is read, so a catalog file never depends on the DuckDB version that built it, and the check
+-- after the pattern table stops this file with an error if two patterns ever shared a key.
 
-CREATE OR REPLACE VIEW nucleus_cell_type AS
+CREATE OR REPLACE TABLE cell_type_patterns AS
 WITH stains AS (
+    -- every positivity pattern once: bit i of `pattern` is the i-th stain of the contract
     SELECT
-        nucleus_id,
-        coalesce(nakatpase, FALSE) AS nakatpase,
-        coalesce(panck, FALSE) AS panck,
-        coalesce(muc2, FALSE) AS muc2,
-        coalesce(cga, FALSE) AS cga,
-        coalesce(vimentin, FALSE) AS vimentin,
-        coalesce(sma, FALSE) AS sma,
-        coalesce(sox9, FALSE) AS sox9,
-        coalesce(olfm4, FALSE) AS olfm4,
-        coalesce(lysozyme, FALSE) AS lysozyme,
-        coalesce(cd45, FALSE) AS cd45,
-        coalesce(cd20, FALSE) AS cd20,
-        coalesce(cd68, FALSE) AS cd68,
-        coalesce(cd11b, FALSE) AS cd11b,
-        coalesce(cd3d, FALSE) AS cd3d,
-        coalesce(cd8, FALSE) AS cd8,
-        coalesce(cd4, FALSE) AS cd4
-    FROM marker_positivity
+        pattern,
+        (pattern & 1) <> 0 AS nakatpase,
+        (pattern & 2) <> 0 AS panck,
+        (pattern & 4) <> 0 AS muc2,
+        (pattern & 8) <> 0 AS cga,
+        (pattern & 16) <> 0 AS vimentin,
+        (pattern & 32) <> 0 AS sma,
+        (pattern & 64) <> 0 AS sox9,
+        (pattern & 128) <> 0 AS olfm4,
+        (pattern & 256) <> 0 AS lysozyme,
+        (pattern & 512) <> 0 AS cd45,
+        (pattern & 1024) <> 0 AS cd20,
+        (pattern & 2048) <> 0 AS cd68,
+        (pattern & 4096) <> 0 AS cd11b,
+        (pattern & 8192) <> 0 AS cd3d,
+        (pattern & 16384) <> 0 AS cd8,
+        (pattern & 32768) <> 0 AS cd4
+    FROM range(65536) AS patterns(pattern)
 ),
 grouped AS (
     SELECT
@@ -81,7 +94,7 @@ grouped AS (
 ),
 steps AS (
     SELECT
-        nucleus_id,
+        pattern,
         -- step 3: exclude nuclei that are both Epi+ and Stroma+
         epi AND stroma AS x3,
         -- step 5: macrophage conflicts (CD68+ with CD3d+, CD20+, CD4+, CD8+ or CD11B+)
@@ -145,7 +158,7 @@ steps AS (
 ),
 decided AS (
     SELECT
-        nucleus_id,
+        pattern,
         CASE
             -- excluded: the first exclusion step that applies
             WHEN x3 OR x5 OR x6 OR x7 OR x8 OR x10 OR x11 OR x12 OR x13 OR x14 OR x15 OR x16 THEN
@@ -166,14 +179,60 @@ decided AS (
     FROM steps
 )
 SELECT
-    nucleus_id,
+    nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4, lysozyme, cd45, cd20, cd68, cd11b,
+    cd3d, cd8, cd4,
     -- the class each final annotation step gives, indexed by step number (1-31)
     CAST([NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
           NULL, NULL, 'goblet', 'endocrine', 'epithelial', NULL, 'fibroblast', 'stromal',
           'myeloid', 'helper_t', 'cytotoxic_t', 't_cell_receptor', 'monocyte', 'macrophage',
-          'b_cell', 'leukocyte', 'progenitor'][decided_at_step] AS VARCHAR) AS cell_type,
+          'b_cell', 'leukocyte', 'progenitor'][decided_at_step]
+         AS ENUM('goblet', 'endocrine', 'epithelial', 'progenitor', 'fibroblast', 'stromal',
+                 'monocyte', 'macrophage', 'helper_t', 'cytotoxic_t', 't_cell_receptor',
+                 'b_cell', 'myeloid', 'leukocyte')) AS cell_type,
     CAST(CASE WHEN decided_at_step <= 16 THEN decided_at_step END AS SMALLINT) AS excluded_at_step
-FROM decided;
+FROM stains
+JOIN decided USING (pattern)
+ORDER BY pattern;
+
+-- The 2^16 patterns have 2^16 distinct lookup keys (else: stop here with an error).
+SELECT CASE
+    WHEN count(DISTINCT hash(
+        nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4, lysozyme, cd45, cd20, cd68, cd11b,
+        cd3d, cd8, cd4)) = count(*) THEN count(*)
+    ELSE error('cell_type_rules.sql: two positivity patterns share a hash key in this DuckDB '
+               || 'version; look nuclei up on the 16 stain columns instead of their hash.')
+END AS n_patterns
+FROM cell_type_patterns;
+
+CREATE OR REPLACE VIEW nucleus_cell_type AS
+SELECT
+    n.nucleus_id,
+    p.cell_type,
+    p.excluded_at_step
+FROM marker_positivity AS n
+JOIN cell_type_patterns AS p
+    -- a call counts as positive only when it is TRUE: a NULL call (a stain or threshold missing
+    -- for the slide) counts as negative, like FALSE
+    ON hash(
+        n.nakatpase AND n.nakatpase IS NOT NULL,
+        n.panck AND n.panck IS NOT NULL,
+        n.muc2 AND n.muc2 IS NOT NULL,
+        n.cga AND n.cga IS NOT NULL,
+        n.vimentin AND n.vimentin IS NOT NULL,
+        n.sma AND n.sma IS NOT NULL,
+        n.sox9 AND n.sox9 IS NOT NULL,
+        n.olfm4 AND n.olfm4 IS NOT NULL,
+        n.lysozyme AND n.lysozyme IS NOT NULL,
+        n.cd45 AND n.cd45 IS NOT NULL,
+        n.cd20 AND n.cd20 IS NOT NULL,
+        n.cd68 AND n.cd68 IS NOT NULL,
+        n.cd11b AND n.cd11b IS NOT NULL,
+        n.cd3d AND n.cd3d IS NOT NULL,
+        n.cd8 AND n.cd8 IS NOT NULL,
+        n.cd4 AND n.cd4 IS NOT NULL)
+     = hash(
+        p.nakatpase, p.panck, p.muc2, p.cga, p.vimentin, p.sma, p.sox9, p.olfm4, p.lysozyme,
+        p.cd45, p.cd20, p.cd68, p.cd11b, p.cd3d, p.cd8, p.cd4);
 
 CREATE OR REPLACE TABLE cell_type_hierarchy AS
 SELECT

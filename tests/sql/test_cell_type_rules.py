@@ -223,9 +223,21 @@ def test_contract_columns_and_types() -> None:
     con = duckdb.connect()
     _label(con, panck=True)
     described = con.execute("DESCRIBE nucleus_cell_type").fetchall()
+    # cell_type: an ENUM of exactly the 14 classes, in class index order
+    enum = "ENUM(" + ", ".join(f"'{c}'" for c in CELL_TYPES) + ")"
     assert [(r[0], r[1]) for r in described] == [
-        ("nucleus_id", "BIGINT"), ("cell_type", "VARCHAR"), ("excluded_at_step", "SMALLINT"),
+        ("nucleus_id", "BIGINT"), ("cell_type", enum), ("excluded_at_step", "SMALLINT"),
     ]
+    # ... that reads, compares and joins like text
+    assert con.execute(
+        "SELECT cell_type = 'epithelial', cell_type || '', typeof(cell_type::VARCHAR), "
+        "enum_code(cell_type) FROM nucleus_cell_type"
+    ).fetchone() == (True, "epithelial", "VARCHAR", CELL_TYPES.index("epithelial"))
+    joined = con.execute(
+        "SELECT h.class_index FROM nucleus_cell_type AS c "
+        "JOIN cell_type_hierarchy AS h ON h.cell_type = c.cell_type"
+    ).fetchall()
+    assert joined == [(CELL_TYPES.index("epithelial"),)]
 
 
 def test_hierarchy_table_matches_cell_types_module() -> None:
@@ -254,3 +266,35 @@ def test_extra_columns_in_marker_positivity_are_ignored() -> None:
 def test_every_pattern_gets_exactly_one_row(all_patterns) -> None:
     _, sql = all_patterns
     assert sorted(sql) == list(range(2 ** 16))
+
+
+def test_null_calls_anywhere_count_as_negative() -> None:
+    """Random patterns with random NULL calls get the class of the same pattern with NULL read
+    as negative (the lookup treats NULL like FALSE in every stain)."""
+    rng = np.random.default_rng(5)
+    n = 3000
+    bits = rng.random((n, len(STAINS))) < 0.3
+    missing = rng.random((n, len(STAINS))) < 0.2
+    table = {"nucleus_id": np.arange(n, dtype=np.int64)}
+    table.update({s: pa.array(bits[:, i], mask=missing[:, i]) for i, s in enumerate(STAINS)})
+    con = duckdb.connect()
+    con.register("patterns", pa.table(table))
+    con.execute("CREATE TABLE marker_positivity AS SELECT * FROM patterns")
+    _apply_sql(con)
+    rows = con.execute("SELECT nucleus_id, cell_type, excluded_at_step FROM nucleus_cell_type "
+                       "ORDER BY nucleus_id").fetchall()
+    assert [r[0] for r in rows] == list(range(n))
+    for (_, cell_type, step), row, gap in zip(rows, bits, missing, strict=True):
+        label, want_step, _ = table1(dict(zip(STAINS, (row & ~gap).tolist(), strict=True)))
+        assert (cell_type, step) == (label, want_step)
+
+
+def test_pattern_table_holds_every_pattern_once_and_the_file_can_run_again() -> None:
+    con = duckdb.connect()
+    _label(con, panck=True)
+    _apply_sql(con)  # a second run replaces the tables and the view
+    n, distinct = con.execute(
+        f"SELECT count(*), count(DISTINCT ({', '.join(STAINS)})) FROM cell_type_patterns"
+    ).fetchone()
+    assert n == distinct == 2 ** 16
+    assert con.execute("SELECT * FROM nucleus_cell_type").fetchall() == [(1, "epithelial", None)]
