@@ -18,7 +18,7 @@ Parquet dataset and polars frames hold it (the pandas side gets slide_id as a Ca
 BENCH_LABELS_INPUT=table or =arrow gives both cases the same input form instead (a DuckDB table
 has slide_id as plain VARCHAR).
 
-Each side runs BENCH_LABELS_REPEATS times (3); the best wall time and the best CPU time are shown
+Each side runs BENCH_LABELS_REPEATS times (5); the best wall time and the best CPU time are shown
 (CPU time counts every thread of the process). DuckDB runs with BENCH_LABELS_THREADS threads (2).
 BENCH_LABELS_NUCLEI sets the number of nuclei (10 million); BENCH_LABELS_RULES names another
 rule file (a name under sql/ or a path), e.g. an older version to compare with.
@@ -42,7 +42,7 @@ from storage.catalog import read_sql
 pd = pytest.importorskip("pandas")
 
 N_NUCLEI = int(os.environ.get("BENCH_LABELS_NUCLEI", 10_000_000))
-REPEATS = int(os.environ.get("BENCH_LABELS_REPEATS", 3))
+REPEATS = int(os.environ.get("BENCH_LABELS_REPEATS", 5))
 THREADS = int(os.environ.get("BENCH_LABELS_THREADS", 2))
 RULES_SQL = os.environ.get("BENCH_LABELS_RULES", "cell_type_rules.sql")
 INPUT = os.environ.get("BENCH_LABELS_INPUT", "")  # "": the form each case names
