@@ -78,6 +78,16 @@ _HOW_TO_GET_WEIGHTS = (
 )
 
 
+def _configured_path(
+    model_path: str | os.PathLike[str] | None, environ: Mapping[str, str], env_name: str
+) -> tuple[Path, str] | None:
+    """The model path the user set (config first, then `env_name`) and where it came from."""
+    configured = model_path or environ.get(env_name)
+    if not configured:
+        return None
+    return Path(configured).expanduser(), ("model_path" if model_path else env_name)
+
+
 def resolve_mesmer_weights(
     model_path: str | os.PathLike[str] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -89,11 +99,10 @@ def resolve_mesmer_weights(
     into `~/.deepcell/models`, then a download with `$DEEPCELL_ACCESS_TOKEN`.
     """
     environ = os.environ if environ is None else environ
-    configured = model_path or environ.get(MODEL_PATH_ENV)
+    configured = _configured_path(model_path, environ, MODEL_PATH_ENV)
     if configured:
-        path = Path(configured).expanduser()
+        path, origin = configured
         if not path.exists():
-            origin = "model_path" if model_path else MODEL_PATH_ENV
             raise ConfigurationError(
                 f"Mesmer model {path} (from {origin}) does not exist; point it at the "
                 "'MultiplexSegmentation' SavedModel folder or a Keras .h5 file."
@@ -116,11 +125,10 @@ def resolve_mesmer_onnx_model(
     The package is only located, never imported (importing it pulls in a GUI stack).
     """
     environ = os.environ if environ is None else environ
-    configured = model_path or environ.get(ONNX_MODEL_PATH_ENV)
+    configured = _configured_path(model_path, environ, ONNX_MODEL_PATH_ENV)
     if configured:
-        path = Path(configured).expanduser()
+        path, origin = configured
         if not path.is_file():
-            origin = "model_path" if model_path else ONNX_MODEL_PATH_ENV
             raise ConfigurationError(
                 f"Mesmer ONNX model {path} (from {origin}) is not a file; point it at a "
                 "mesmer.onnx file."
