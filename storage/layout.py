@@ -96,5 +96,14 @@ class DataLayout:
     def reports_dir(self) -> Path:
         return self.root / "reports"
 
+    @property
+    def retired_dir(self) -> Path:
+        """Outputs of slides that left the manifest, moved aside, one folder per retirement."""
+        return self.root / "retired"
+
+    @property
+    def retired_log(self) -> Path:
+        return self.retired_dir / "retired_slides.parquet"
+
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage

@@ -8,6 +8,7 @@ import dagster as dg
 import numpy as np
 
 from dagster_project.automation import MANIFEST, NEW_SLIDE
+from dagster_project.defs.slides.reconcile import reconcile_slides
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
@@ -42,15 +43,15 @@ def slide_manifest(
     frame = with_content_hashes(slide_inputs.collect(layout, settle_seconds=0.0))
     write_manifest(frame, layout.manifest_parquet)
     ids = frame["slide_id"].to_list()
-    known = set(context.instance.get_dynamic_partitions(slide_partitions.name))
-    new_ids = [s for s in ids if s not in known]
-    if new_ids:
-        context.instance.add_dynamic_partitions(slide_partitions.name, new_ids)
+    done = reconcile_slides(context.instance, layout, current=ids)
+    for record in done.retired:
+        context.log.warning(f"Slide {record.slide_id!r} left the manifest: partition deleted, "
+                            f"outputs moved to {record.moved_to}.")
     return dg.MaterializeResult(
         metadata={
             "slides": len(ids),
             "patients": frame["patient_id"].n_unique(),
-            "new_partitions": len(new_ids),
+            **done.metadata(),
             "without_mpp": frame["mpp"].null_count(),
             "path": dg.MetadataValue.path(str(layout.manifest_parquet)),
             "seconds": round(time.perf_counter() - started, 2),
@@ -130,7 +131,8 @@ def _row_from_inputs(slide_inputs: SlideInputs, layout, slide_id: str) -> dict:
     if not rows:
         raise dg.Failure(
             f"Slide {slide_id!r} is in neither {layout.manifest_parquet} nor the slide inputs; "
-            "materialise slide_manifest, or remove the stale partition."
+            "materialise slide_manifest (or launch reconcile_slides_job) to retire the stale "
+            "partition and move its outputs aside."
         )
     return rows[0]
 
