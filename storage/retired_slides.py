@@ -71,6 +71,10 @@ def slides_with_outputs(layout: DataLayout) -> set[str]:
     return found
 
 
+def _relative(layout: DataLayout, path: StoragePath) -> str:
+    return str(path)[len(str(layout.root).rstrip("/")):].lstrip("/")
+
+
 def _move(source: StoragePath, target: StoragePath) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(source, Path):
@@ -85,12 +89,13 @@ def retire_slide(layout: DataLayout, slide_id: str, reason: str,
     when = (now or datetime.now(UTC)).astimezone(UTC)
     stamp = when.strftime("%Y%m%dT%H%M%S.%fZ")
     folder = layout.retired_dir / f"{stamp}_{validate_slide_id(slide_id)}"
-    root = str(layout.root).rstrip("/")
     moved = []
     for path in slide_outputs(layout, slide_id):
-        relative = str(path)[len(root):].lstrip("/")
-        _move(path, folder / relative)
-        moved.append(relative)
+        _move(path, folder / _relative(layout, path))
+        moved.append(_relative(layout, path))
+    if _relative(layout, layout.patch_store / slide_id) in moved:  # keep it a readable store
+        kept = folder / _relative(layout, layout.patch_store) / "zarr.json"
+        kept.write_bytes((layout.patch_store / "zarr.json").read_bytes())
     record = RetiredSlide(slide_id, when.isoformat(), reason, str(folder), tuple(moved))
     append_retired(layout, [record])
     return record

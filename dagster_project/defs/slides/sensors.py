@@ -14,11 +14,17 @@ from pathlib import Path
 
 import dagster as dg
 
+from dagster_project.defs.slides.reconcile import (
+    SlideReconciliation,
+    reconcile_slides,
+    reconcile_slides_job,
+)
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from storage.errors import StorageError
 from storage.manifest import inbox_slides
+from storage.retired_slides import read_retired
 from storage.slide_sources import changed_slides
 
 SLIDE_STAGES = dg.AssetSelection.assets("slide_image").downstream() & dg.AssetSelection.from_string(
@@ -38,14 +44,16 @@ slide_manifest_job = dg.define_asset_job(
 
 
 @dg.sensor(
-    jobs=[process_slide_job, slide_manifest_job],
+    jobs=[process_slide_job, slide_manifest_job, reconcile_slides_job],
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 def slide_inbox_sensor(
     context: dg.SensorEvaluationContext, data_root: DataRoot, slide_inputs: SlideInputs
 ) -> dg.SensorResult | dg.SkipReason:
-    """New or changed slides in the inbox (by content hash) -> partitions + runs.
+    """New or changed slides in the inbox (by content hash) -> partitions + runs; slides that
+    left the manifest and the inbox -> partition deleted + a `reconcile_slides_job` run that
+    moves their outputs aside.
 
     The cursor maps slide_id -> content hash and a cheap fingerprint (size, mtime); a slide is
     rehashed only when its fingerprint moved, and rerun only when its hash changed.
@@ -60,11 +68,22 @@ def slide_inbox_sensor(
     slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
     changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
     cursor = json.dumps(record, sort_keys=True)
-    if not changed:
-        return dg.SensorResult(skip_reason=f"No new or changed slides in {inbox}.", cursor=cursor)
     known = set(context.instance.get_dynamic_partitions(slide_partitions.name))
-    new_ids = [s for s in changed if s not in known]
-    runs = [
+    plan = _departures(context, data_root, slide_inputs)
+    new_ids = [s for s in changed if s not in known]  # manifest-only ones: slide_manifest
+    departed = [r.slide_id for r in plan.retired]
+    requests = [slide_partitions.build_add_request(new_ids)] if new_ids else []
+    if departed:
+        requests.append(slide_partitions.build_delete_request(
+            [s for s in departed if s in known]))
+    runs = [] if not departed else [dg.RunRequest(
+        job_name=reconcile_slides_job.name,
+        run_key=f"retire:{','.join(departed)}:{read_retired(data_root.layout).height}")]
+    if not changed:
+        return dg.SensorResult(
+            run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor,
+            skip_reason=None if runs or requests else f"No new or changed slides in {inbox}.")
+    runs += [
         dg.RunRequest(
             job_name=process_slide_job.name,
             partition_key=slide_id,
@@ -76,5 +95,14 @@ def slide_inbox_sensor(
     changes = ",".join(f"{s}:{record[s]['content_sha256']}" for s in changed)
     manifest_key = hashlib.sha256(changes.encode()).hexdigest()[:32]
     runs.append(dg.RunRequest(job_name=slide_manifest_job.name, run_key=f"manifest:{manifest_key}"))
-    add = [slide_partitions.build_add_request(new_ids)] if new_ids else []
-    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=add, cursor=cursor)
+    return dg.SensorResult(run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor)
+
+
+def _departures(context: dg.SensorEvaluationContext, data_root: DataRoot,
+                slide_inputs: SlideInputs) -> SlideReconciliation:
+    """What `reconcile_slides` would do now (nothing when the manifest cannot be read)."""
+    try:
+        return reconcile_slides(context.instance, data_root.layout, slide_inputs, dry_run=True)
+    except StorageError as exc:
+        context.log.warning(f"Slides not reconciled, the manifest is not readable: {exc}")
+        return SlideReconciliation((), (), ())
