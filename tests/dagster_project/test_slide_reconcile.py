@@ -175,3 +175,32 @@ def test_reconcile_job_and_dry_run(tmp_path, cohort) -> None:
     assert sorted(instance.get_dynamic_partitions("slides")) == ["A1", "A2"]
     assert slide_ids(layout.labels_dir) == []
     assert read_retired(layout)["slide_id"].to_list() == ["A3"]
+
+
+def test_inbox_sensor_retires_a_departed_slide_and_not_on_a_broken_manifest(
+    tmp_path, cohort
+) -> None:
+    from dagster_project.defs.slides.sensors import slide_inbox_sensor
+
+    root = _root(tmp_path, cohort, "sensor", ("A1", "A2"))
+    write_slide_partition(DataLayout(root).features_dir, "A2_typo",
+                          pl.DataFrame({"nucleus_id": [1]}))
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("slides", ["A1", "A2", "A2_typo"])
+
+    def tick():
+        return slide_inbox_sensor(dg.build_sensor_context(
+            instance=instance, resources={"data_root": DataRoot(root=str(root)),
+                                          "slide_inputs": SlideInputs(settle_seconds=0.0)}))
+
+    result = tick()
+    (delete,) = result.dynamic_partitions_requests
+    assert isinstance(delete, dg.DeleteDynamicPartitionsRequest)
+    assert list(delete.partition_keys) == ["A2_typo"]
+    assert [r.job_name for r in result.run_requests] == [reconcile_slides_job.name]
+    assert result.run_requests[0].run_key == "retire:A2_typo:0"
+    assert slide_ids(DataLayout(root).features_dir) == ["A2_typo"]  # moved by the job, not here
+
+    (root / "cohort" / "manifest.csv").write_text("slide_id,path\nA1,missing.tif\n")
+    broken = tick()  # an unreadable manifest never retires anything
+    assert not broken.run_requests and not broken.dynamic_partitions_requests
