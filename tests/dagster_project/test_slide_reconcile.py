@@ -171,7 +171,7 @@ def test_reconcile_job_and_dry_run(tmp_path, cohort) -> None:
     result = reconcile_slides_job.execute_in_process(
         instance=instance, resources={"data_root": DataRoot(root=str(root)),
                                       "slide_inputs": SlideInputs()})
-    assert result.success
+    assert result.success and result.output_for_node("reconcile_slides_op") == 1
     assert sorted(instance.get_dynamic_partitions("slides")) == ["A1", "A2"]
     assert slide_ids(layout.labels_dir) == []
     assert read_retired(layout)["slide_id"].to_list() == ["A3"]

@@ -100,12 +100,16 @@ class ReconcileConfig(dg.Config):
 
 @dg.op(description="Add partitions for new slides; retire slides that left the manifest.")
 def reconcile_slides_op(context: dg.OpExecutionContext, config: ReconcileConfig,
-                        data_root: DataRoot, slide_inputs: SlideInputs) -> None:
+                        data_root: DataRoot, slide_inputs: SlideInputs) -> dg.Output[int]:
+    """The number of slides retired (or that would be, with dry_run), with what moved where."""
     done = reconcile_slides(context.instance, data_root.layout, slide_inputs,
                             dry_run=config.dry_run)
-    context.log_event(dg.AssetObservation(
-        asset_key="slide_manifest",
-        metadata={"slides": len(done.slides), "dry_run": config.dry_run, **done.metadata()}))
+    for record in done.retired:
+        context.log.warning(f"Slide {record.slide_id!r} left the manifest: "
+                            + (f"outputs moved to {record.moved_to}." if record.moved_to
+                               else "would be retired (dry run)."))
+    return dg.Output(len(done.retired), metadata={
+        "slides": len(done.slides), "dry_run": config.dry_run, **done.metadata()})
 
 
 @dg.job(description="Reconcile the `slides` partitions with the manifest and the inbox: add "
