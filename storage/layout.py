@@ -12,9 +12,14 @@ from storage.fs import StoragePath, as_path
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+def is_slide_id(text: object) -> bool:
+    """Whether `text` may name a slide (see validate_slide_id)."""
+    return isinstance(text, str) and bool(_SLIDE_ID.match(text)) and ".." not in text
+
+
 def validate_slide_id(slide_id: str) -> str:
     """Refuse ids that could escape the data folder or break a partition key (`../x`, `/`)."""
-    if not isinstance(slide_id, str) or not _SLIDE_ID.match(slide_id) or ".." in slide_id:
+    if not is_slide_id(slide_id):
         raise SlideIdError(
             f"Slide id {slide_id!r} is not allowed: use letters, digits, '.', '_' and '-', "
             "starting with a letter or digit, with no '..' and no '/'."

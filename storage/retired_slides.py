@@ -19,7 +19,7 @@ import polars as pl
 
 from storage.atomic import atomic_path
 from storage.fs import StoragePath, as_path, read_parquet
-from storage.layout import DataLayout, validate_slide_id
+from storage.layout import DataLayout, is_slide_id, validate_slide_id
 from storage.parquet_dataset import partition_path, slide_ids
 
 RETIRED_COLUMNS = {"slide_id": pl.String, "retired_at": pl.String, "reason": pl.String,
@@ -68,7 +68,7 @@ def slides_with_outputs(layout: DataLayout) -> set[str]:
     if (layout.patch_store / "zarr.json").exists():
         found |= {p.name for p in layout.patch_store.iterdir()
                   if p.is_dir() and not p.name.startswith(".") and (p / "zarr.json").exists()}
-    return found
+    return {s for s in found if is_slide_id(s)}  # not a user's own file
 
 
 def _relative(layout: DataLayout, path: StoragePath) -> str:
