@@ -103,6 +103,6 @@ def _departures(context: dg.SensorEvaluationContext, data_root: DataRoot,
     """What `reconcile_slides` would do now (nothing when the manifest cannot be read)."""
     try:
         return reconcile_slides(context.instance, data_root.layout, slide_inputs, dry_run=True)
-    except StorageError as exc:
+    except (StorageError, OSError) as exc:
         context.log.warning(f"Slides not reconciled, the manifest is not readable: {exc}")
         return SlideReconciliation((), (), ())
