@@ -3,8 +3,8 @@
 Input manifests are CSV or Parquet with at least `slide_id` and `path` (relative to the
 manifest's folder, or absolute), optionally `patient_id`, `site`, `condition` and `mpp`
 (µm per pixel). Reading one validates it: slide ids that are unsafe (`../x`, `a/b`) or listed
-twice, paths listed twice or missing on disk, and a non-positive `mpp` are refused with the file
-and row named. A slide with no `patient_id` counts as its own patient.
+twice, paths listed twice or missing on disk, and an `mpp` outside `storage.pixel_size`'s range
+are refused with the file and row named. A slide with no `patient_id` counts as its own patient.
 
 The combined, hashed manifest is written to `layout.manifest_parquet` with the columns of
 `MANIFEST_SCHEMA`, `path` absolute.
@@ -22,6 +22,7 @@ from storage.atomic import atomic_path
 from storage.errors import SlideIdError, StorageError
 from storage.fs import StoragePath, as_path, is_remote, read_csv, read_parquet
 from storage.layout import validate_slide_id
+from storage.pixel_size import MPP_RANGE_UM, mpp_problem
 from storage.slide_sources import INBOX_MANIFEST, content_sha256, discover_inbox, slide_id_for
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
@@ -88,11 +89,15 @@ def _normalise(
     text = {n: s.replace("", None) for n, s in text.items()}
     mpp = columns["mpp"].cast(pl.Utf8).str.strip_chars().replace("", None)
     mpp_values = mpp.cast(pl.Float64, strict=False)
-    for index, (raw, value) in enumerate(zip(mpp.to_list(), mpp_values.to_list(), strict=True)):
-        if raw is not None and (value is None or not value > 0):
+    rows = zip(text["slide_id"].to_list(), mpp.to_list(), mpp_values.to_list(), strict=True)
+    for index, (slide_id, raw, value) in enumerate(rows):
+        problem = None if raw is None else mpp_problem(value)
+        if problem:
+            low, high = MPP_RANGE_UM
             raise ManifestError(
-                f"{_row_label(origin, index)}: mpp {raw!r} is not a pixel size; give µm per "
-                "pixel as a positive number (e.g. 0.32) or leave it empty."
+                f"{_row_label(origin, index)}: mpp {raw!r} is not a pixel size for slide "
+                f"{slide_id!r} ({problem}). Give µm per pixel, between {low:g} and {high:g} "
+                "(e.g. 0.32), or leave it empty."
             )
     frame = pl.DataFrame({**text, "mpp": mpp_values}).select(SOURCE_COLUMNS)
     for index, (slide_id, slide_path) in enumerate(frame.select("slide_id", "path").iter_rows()):
