@@ -291,18 +291,38 @@ def collect_manifest(
     """The slides of a manifest file plus those of an inbox folder, validated and combined.
 
     A missing manifest is an error only when `manifest_required` (the user named it); finding no
-    slide at all is always one.
+    slide at all is always one. An inbox entry whose name makes no valid slide id is an error
+    here; `collect_slides` skips it instead and reports it.
     """
+    frame, problems = collect_slides(
+        manifest, inbox_dir, manifest_required=manifest_required, settle_seconds=settle_seconds
+    )
+    if problems:
+        raise SlideIdError(problems[0])
+    return frame
+
+
+def collect_slides(
+    manifest: Path | None,
+    inbox_dir: Path | None,
+    *,
+    manifest_required: bool = False,
+    settle_seconds: float = 0.0,
+) -> tuple[pl.DataFrame, list[str]]:
+    """`collect_manifest`, leaving out inbox entries that make no valid slide id; returns the
+    slides and one problem (what to rename) per entry left out."""
     parts: dict[str, pl.DataFrame] = {}
+    problems: list[str] = []
     if manifest is not None and (manifest_required or as_path(manifest).is_file()):
         parts[str(manifest)] = read_manifest(manifest)
     if inbox_dir is not None:
-        parts[str(inbox_dir)] = inbox_manifest(inbox_dir, settle_seconds=settle_seconds)
+        parts[str(inbox_dir)], problems = inbox_slides(inbox_dir, settle_seconds=settle_seconds)
     frame = combine_manifests(parts)
     if frame.is_empty():
         raise ManifestError(
             f"No slides: no manifest at {manifest} and nothing in the inbox {inbox_dir}. "
             "Materialise synthetic_cohort for the demo, or point the slide_inputs resource at "
             "a manifest (columns slide_id, path, mpp, ...) or drop slides into the inbox."
+            + (f" Skipped: {' '.join(problems)}" if problems else "")
         )
-    return frame
+    return frame, problems

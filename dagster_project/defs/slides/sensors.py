@@ -60,8 +60,12 @@ def slide_inbox_sensor(
     slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
     changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
     cursor = json.dumps(record, sort_keys=True)
+    entries = "entry" if len(problems) == 1 else "entries"
+    skipped = f" Skipped {len(problems)} {entries}: {' '.join(problems)}" if problems else ""
     if not changed:
-        return dg.SensorResult(skip_reason=f"No new or changed slides in {inbox}.", cursor=cursor)
+        return dg.SensorResult(
+            skip_reason=f"No new or changed slides in {inbox}.{skipped}", cursor=cursor
+        )
     known = set(context.instance.get_dynamic_partitions(slide_partitions.name))
     new_ids = [s for s in changed if s not in known]
     runs = [
