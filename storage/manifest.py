@@ -36,6 +36,9 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
 }
 SOURCE_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_SCHEMA if c != "content_sha256")
 REQUIRED_COLUMNS = ("slide_id", "path")
+# The values `site` and `condition` may take (empty: not known yet, refused only by fold_split).
+SITES: tuple[str, ...] = ("ascending_colon", "terminal_ileum")
+CONDITIONS: tuple[str, ...] = ("normal", "inactive_crohns", "active_crohns")
 
 
 class ManifestError(StorageError):
@@ -50,6 +53,13 @@ def _row_label(manifest: Path | str, index: int) -> str:
 
 
 def _read_table(path: Path) -> pl.DataFrame:
+    if path.suffix.lower() != ".parquet":
+        header = _first_line(path)
+        if header.count(";") > header.count(","):
+            raise ManifestError(
+                f"{path}: the header {header.strip()!r} is separated by semicolons; write the "
+                "manifest with commas between columns (and '.' as the decimal point, e.g. 0.32)."
+            )
     try:
         if path.suffix.lower() == ".parquet":
             return read_parquet(path)
@@ -59,6 +69,14 @@ def _read_table(path: Path) -> pl.DataFrame:
         raise ManifestError(
             f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})."
         ) from exc
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
+            return handle.readline()
+    except OSError:
+        return ""
 
 
 def read_manifest(path: str | Path, *, require_files: bool = True) -> pl.DataFrame:
@@ -109,6 +127,13 @@ def _normalise(
             validate_slide_id(slide_id)
         except SlideIdError as exc:
             raise SlideIdError(f"{_row_label(origin, index)}: {exc}") from exc
+    for column, allowed in (("site", SITES), ("condition", CONDITIONS)):
+        for index, (slide_id, value) in enumerate(frame.select("slide_id", column).iter_rows()):
+            if value is not None and value not in allowed:
+                raise ManifestError(
+                    f"{_row_label(origin, index)}: slide {slide_id!r} has {column} {value!r}; "
+                    f"use one of {list(allowed)} or leave it empty."
+                )
     absolute = [str(_absolute(base_dir, p)) for p in frame["path"]]
     frame = frame.with_columns(
         pl.Series("path", absolute, dtype=pl.Utf8),
@@ -152,6 +177,22 @@ def check_unique(frame: pl.DataFrame, origin: Path | str) -> None:
                     "keep one row per slide."
                 )
             seen[value] = index
+    check_case_collisions(frame["slide_id"].to_list(), lambda i: _row_label(origin, i))
+
+
+def check_case_collisions(slide_ids: Sequence[str], where: Callable[[int], str]) -> None:
+    """Refuse slide ids that differ only in case: their folders collide on macOS and Windows."""
+    seen: dict[str, int] = {}
+    for index, slide_id in enumerate(slide_ids):
+        folded = slide_id.casefold()
+        if folded in seen and slide_ids[seen[folded]] != slide_id:
+            first = seen[folded]
+            raise SlideIdError(
+                f"slide ids {slide_ids[first]!r} ({where(first)}) and {slide_id!r} "
+                f"({where(index)}) differ only in case; their folders would collide on macOS "
+                "and Windows: rename one."
+            )
+        seen.setdefault(folded, index)
 
 
 def inbox_slides(
@@ -218,6 +259,8 @@ def combine_manifests(parts: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
                         "keep it in one of them."
                     )
                 origin[key] = name
+    owners = [(name, s) for name, f in parts.items() for s in f["slide_id"].to_list()]
+    check_case_collisions([s for _, s in owners], lambda i: owners[i][0])
     return pl.concat(frames, how="vertical").sort("slide_id")
 
 
@@ -319,8 +362,12 @@ def collect_slides(
         parts[str(inbox_dir)], problems = inbox_slides(inbox_dir, settle_seconds=settle_seconds)
     frame = combine_manifests(parts)
     if frame.is_empty():
+        where = (
+            f"the manifest {manifest} has no rows (only a header)" if str(manifest) in parts
+            else f"no manifest at {manifest}"
+        )
         raise ManifestError(
-            f"No slides: no manifest at {manifest} and nothing in the inbox {inbox_dir}. "
+            f"No slides: {where} and nothing in the inbox {inbox_dir}. "
             "Materialise synthetic_cohort for the demo, or point the slide_inputs resource at "
             "a manifest (columns slide_id, path, mpp, ...) or drop slides into the inbox."
             + (f" Skipped: {' '.join(problems)}" if problems else "")
