@@ -559,14 +559,16 @@ class TiffFolderSource(SlideSource):
                     f"{files[0].name} is {shapes[0][0]} x {shapes[0][1]} px; every stain of a "
                     "slide must have the same shape: re-export the mismatched file."
                 )
-        stated = [m for m in mpps if m is not None]
+        # Writers' defaults (72 dpi) on some files do not count against the stated size.
+        given = [m for m in mpps if m is not None]
+        stated = [m for m in given if mpp_problem(m) is None]
         if stated and max(stated) - min(stated) > MPP_TOLERANCE * min(stated):
             raise SlideInputError(
                 f"{path}: the stain files state different pixel sizes ({min(stated):g} to "
                 f"{max(stated):g} µm); fix their resolution tags or give mpp in the manifest."
             )
         self._files = files
-        self._mpp = stated[0] if stated else None
+        self._mpp = stated[0] if stated else (given[0] if given else None)
         self.height_px, self.width_px = shapes[0]
         self.dtype = np.result_type(*dtypes)
         self._names = [_stain_name_from_file(f) for f in files]

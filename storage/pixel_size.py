@@ -25,12 +25,12 @@ def mpp_problem(mpp: float) -> str | None:
         return "a pixel size must be > 0"
     if not math.isfinite(mpp) or mpp > high:
         return (
-            f"it is above {high:g} µm per pixel, so it is not a microscope's pixel size "
-            "(a writer's default such as 72 dpi, or another unit); give µm per pixel"
+            f"it is above {high:g} µm per pixel: a writer's default such as 72 dpi, or a value "
+            "in another unit"
         )
     if mpp < low:
         return (
             f"it is below {low:g} µm per pixel: is it in metres (m) rather than µm? "
-            "0.32 µm is 3.2e-07 m; give µm per pixel"
+            "0.32 µm is 3.2e-07 m"
         )
     return None

@@ -6,13 +6,20 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import zarr
 
 from pipelines.errors import SlideInputError
 from pipelines.ingest import open_slide_source, resolve_mpp
 from storage.pixel_size import MPP_RANGE_UM
-from tests.ingest_fixtures import stain_stack, write_ome_tiff, write_ome_zarr
+from tests.ingest_fixtures import (
+    stain_stack,
+    write_ome_tiff,
+    write_ome_zarr,
+    write_tiff_folder,
+)
 
 
 def _edit_ome(path, edit) -> None:
@@ -115,3 +122,20 @@ def test_ome_zarr_unknown_unit_is_named(tmp_path):
     assert "states none" not in message
     with open_slide_source(path, mpp=0.5) as source:
         assert source.mpp == 0.5
+
+
+def test_tiff_folder_ignores_a_writer_default_resolution_on_one_file(tmp_path):
+    folder = write_tiff_folder(tmp_path / "field", stain_stack(2, 32, 32, "uint8"),
+                               ["DAPI", "CD4"], mpp=0.4)
+    tifffile.imwrite(folder / "CD8.tif", np.zeros((32, 32), np.uint8), resolution=(72, 72),
+                     resolutionunit="INCH")  # 352.8 µm/px: a writer's default
+    with open_slide_source(folder) as source:
+        assert source.mpp == pytest.approx(0.4) and source.mpp_source == "image"
+    only_default = tmp_path / "other"
+    only_default.mkdir()
+    tifffile.imwrite(only_default / "DAPI.tif", np.zeros((32, 32), np.uint8),
+                     resolution=(72, 72), resolutionunit="INCH")
+    with pytest.raises(SlideInputError) as info:
+        open_slide_source(only_default)
+    assert "states 352.778 µm per pixel" in str(info.value)
+    assert "above 50 µm per pixel: a writer's default such as 72 dpi" in str(info.value)
