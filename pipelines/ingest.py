@@ -33,11 +33,10 @@ import zarr
 
 from pipelines.errors import SlideInputError, StainError
 from pipelines.stains import canonical_stains, require_stains
+from storage.pixel_size import MPP_RANGE_UM, mpp_problem
 
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf2", ".tf8")
 DEFAULT_TILE_PX = 1024
-# A pixel size outside this range (µm) is a writer's default (72 dpi, 1 px/cm), not a microscope's.
-PLAUSIBLE_MPP = (0.01, 50.0)
 # Planes up to this many bytes are decoded whole: bounded, and fast for small strips.
 WHOLE_PLANE_BYTES = 8 * 2**20
 # Manifest and image pixel sizes that differ by more than this are reported.
@@ -91,6 +90,7 @@ class SlideSource(ABC):
         self.stains: tuple[str, ...] = ()
         self.mpp: float = math.nan
         self.mpp_source: str = ""
+        self.mpp_note: str = ""  # why the image's pixel size metadata could not be used
         self.height_px: int = 0
         self.width_px: int = 0
         self.dtype: np.dtype = np.dtype("uint16")
@@ -189,7 +189,9 @@ class SlideSource(ABC):
         self.stains = tuple(canonical_stains(self.source_stains, source=str(self.path)))
         if params.required_stains:
             require_stains(self.stains, params.required_stains, source=str(self.path))
-        self.mpp, self.mpp_source = resolve_mpp(self.path, self.image_mpp(), manifest_mpp)
+        self.mpp, self.mpp_source = resolve_mpp(
+            self.path, self.image_mpp(), manifest_mpp, self.mpp_note
+        )
         if self.height_px <= 0 or self.width_px <= 0 or not self.stains:
             raise SlideInputError(
                 f"{self.path}: empty image ({len(self.stains)} stains, "
@@ -198,18 +200,32 @@ class SlideSource(ABC):
 
 
 def resolve_mpp(
-    path: Path, image_mpp: float | None, manifest_mpp: float | None
+    path: Path, image_mpp: float | None, manifest_mpp: float | None, image_note: str = ""
 ) -> tuple[float, str]:
     """The pixel size to use (µm per pixel) and where it came from.
 
     The manifest's `mpp` wins when given (a user's explicit statement); otherwise the image's.
-    A disagreement of more than 1 % is reported as a warning.
+    Either must lie in `storage.pixel_size.MPP_RANGE_UM`; an implausible image value (a writer's
+    default) is ignored when the manifest gives one. A disagreement of more than 1 % is reported
+    as a warning. `image_note` says why the image's metadata gave no value, for the error.
     """
+    low, high = MPP_RANGE_UM
+    if image_mpp is not None:
+        problem = mpp_problem(image_mpp)
+        if problem:
+            image_note = (
+                f"the image metadata states {float(image_mpp):.6g} µm per pixel, which is not "
+                f"a pixel size ({problem})"
+            )
+            image_mpp = None
     if manifest_mpp is not None and not math.isnan(float(manifest_mpp)):
         manifest_mpp = float(manifest_mpp)
-        if not manifest_mpp > 0:
+        problem = mpp_problem(manifest_mpp)
+        if problem:
             raise SlideInputError(
-                f"{path}: the manifest's mpp is {manifest_mpp}; it must be > 0 µm per pixel."
+                f"{path}: the manifest's mpp for this slide is {manifest_mpp:.6g}, which is not "
+                f"a pixel size ({problem}). Give µm per pixel between {low:g} and {high:g} "
+                "(e.g. 0.32) in the slide's manifest row."
             )
         if image_mpp is not None and abs(image_mpp - manifest_mpp) > MPP_TOLERANCE * manifest_mpp:
             warnings.warn(
@@ -221,15 +237,17 @@ def resolve_mpp(
     if image_mpp is not None:
         return float(image_mpp), "image"
     raise SlideInputError(
-        f"{path}: no pixel size: the image metadata states none and the manifest gives no mpp. "
-        "Add an mpp column (µm per pixel) to the slide's row in the manifest."
+        f"{path}: no pixel size: {image_note or 'the image metadata states none'} and the "
+        "manifest gives no mpp. Add an mpp column (µm per pixel, e.g. 0.32) to the slide's row "
+        "in the manifest."
     )
 
 
 def _plausible(mpp: float | None) -> float | None:
-    if mpp is None or not math.isfinite(mpp):
+    """A stated pixel size, kept as stated (NaN: none); `resolve_mpp` judges its range."""
+    if mpp is None or math.isnan(mpp):
         return None
-    return mpp if PLAUSIBLE_MPP[0] <= mpp <= PLAUSIBLE_MPP[1] else None
+    return mpp
 
 
 def _um_per_unit(unit: str | None, default: float | None = 1.0) -> float | None:
@@ -386,6 +404,12 @@ class OmeTiffSource(SlideSource):
         x, y = p.get("PhysicalSizeX"), p.get("PhysicalSizeY")
         if x is None:
             return None
+        if _um_per_unit(p.get("PhysicalSizeXUnit")) is None:
+            self.mpp_note = (
+                f"the OME-XML PhysicalSizeXUnit {p.get('PhysicalSizeXUnit')!r} is not a "
+                "length unit"
+            )
+            return None
         x_um = float(x) * (_um_per_unit(p.get("PhysicalSizeXUnit")) or math.nan)
         y_um = float(y) * (_um_per_unit(p.get("PhysicalSizeYUnit")) or math.nan) if y else x_um
         if math.isfinite(y_um) and abs(x_um - y_um) > MPP_TOLERANCE * x_um:
@@ -535,14 +559,16 @@ class TiffFolderSource(SlideSource):
                     f"{files[0].name} is {shapes[0][0]} x {shapes[0][1]} px; every stain of a "
                     "slide must have the same shape: re-export the mismatched file."
                 )
-        stated = [m for m in mpps if m is not None]
+        # Writers' defaults (72 dpi) on some files do not count against the stated size.
+        given = [m for m in mpps if m is not None]
+        stated = [m for m in given if mpp_problem(m) is None]
         if stated and max(stated) - min(stated) > MPP_TOLERANCE * min(stated):
             raise SlideInputError(
                 f"{path}: the stain files state different pixel sizes ({min(stated):g} to "
                 f"{max(stated):g} µm); fix their resolution tags or give mpp in the manifest."
             )
         self._files = files
-        self._mpp = stated[0] if stated else None
+        self._mpp = stated[0] if stated else (given[0] if given else None)
         self.height_px, self.width_px = shapes[0]
         self.dtype = np.result_type(*dtypes)
         self._names = [_stain_name_from_file(f) for f in files]
@@ -574,6 +600,31 @@ class TiffFolderSource(SlideSource):
         self._close_plane()
 
 
+def _ngff_level0(path: Path, multiscales: Any) -> tuple[dict, dict]:
+    """The first multiscale and its full-resolution dataset, refusing malformed metadata."""
+
+    def malformed(what: str) -> SlideInputError:
+        return SlideInputError(
+            f"{path}: malformed OME-NGFF 'multiscales' metadata: {what}. Write the image again "
+            "with an OME-Zarr writer (e.g. ome-zarr-py), or export OME-TIFF."
+        )
+
+    if not isinstance(multiscales, list) or not isinstance(multiscales[0], dict):
+        shown = json.dumps(multiscales, default=str)[:80]
+        raise malformed(f"expected a list of objects, found {shown}")
+    meta = multiscales[0]
+    datasets = meta.get("datasets")
+    if not (isinstance(datasets, list) and datasets and isinstance(datasets[0], dict)
+            and isinstance(datasets[0].get("path"), str)):
+        raise malformed("multiscales[0].datasets must be a list of objects, each with a 'path'")
+    axes = meta.get("axes", [])
+    named = [a.get("name") if isinstance(a, dict) else a for a in axes] if isinstance(axes, list) \
+        else [None]
+    if any(not isinstance(name, str) for name in named):
+        raise malformed("multiscales[0].axes must be a list of names or objects with a 'name'")
+    return meta, datasets[0]
+
+
 class OmeZarrSource(SlideSource):
     """OME-NGFF multiscale image: level 0, `omero` channel labels, scale transform for mpp."""
 
@@ -595,10 +646,9 @@ class OmeZarrSource(SlideSource):
                 f"{path}: a Zarr group without OME-NGFF 'multiscales' metadata; write it as "
                 "OME-Zarr (e.g. with ome-zarr-py) or export OME-TIFF."
             )
-        scale_meta = multiscales[0]
+        scale_meta, dataset = _ngff_level0(path, multiscales)
         axes = [a["name"] if isinstance(a, dict) else str(a) for a in scale_meta.get("axes", [])]
         units = [a.get("unit") if isinstance(a, dict) else None for a in scale_meta.get("axes", [])]
-        dataset = scale_meta["datasets"][0]
         try:
             array = group[dataset["path"]]
         except KeyError as exc:
@@ -630,8 +680,10 @@ class OmeZarrSource(SlideSource):
         self.height_px, self.width_px = (int(s) for s in array.shape[-2:])
         self.dtype = np.dtype(array.dtype)
         n_stains = int(array.shape[axes.index("c")]) if self._has_c else 1
-        channels = (attrs.get("omero") or {}).get("channels") or []
-        names = [c.get("label") for c in channels]
+        omero = attrs.get("omero")
+        channels = (omero.get("channels") if isinstance(omero, dict) else None) or []
+        channels = channels if isinstance(channels, list) else []
+        names = [c.get("label") if isinstance(c, dict) else None for c in channels]
         if len(names) != n_stains or not all(names):
             raise SlideInputError(
                 f"{path}: the omero metadata labels {len([n for n in names if n])} of {n_stains} "
@@ -640,22 +692,45 @@ class OmeZarrSource(SlideSource):
         self._names = [str(n) for n in names]
         self._mpp = self._scale_mpp(scale_meta, dataset, axes, units)
 
-    @staticmethod
     def _scale_mpp(
-        meta: dict, dataset: dict, axes: list[str], units: list[str | None]
+        self, meta: dict, dataset: dict, axes: list[str], units: list[str | None]
     ) -> float | None:
+        """µm per pixel along x from the scale transforms and the axis unit; None (with
+        `mpp_note` saying why) when the metadata states no usable pixel size."""
         scale = np.ones(len(axes))
         for transforms in (dataset.get("coordinateTransformations"),
                            meta.get("coordinateTransformations")):
-            for t in transforms or []:
-                if t.get("type") == "scale" and "scale" in t:
-                    scale = scale * np.asarray(t["scale"], dtype=float)
+            for t in transforms if isinstance(transforms, list) else []:
+                if not (isinstance(t, dict) and t.get("type") == "scale" and "scale" in t):
+                    continue
+                try:
+                    factor = np.asarray(t["scale"], dtype=float)
+                except (TypeError, ValueError):
+                    factor = None
+                if factor is None or factor.shape != scale.shape:
+                    raise SlideInputError(
+                        f"{self.path}: the OME-NGFF scale transform {t['scale']!r} is not a "
+                        f"list of {len(axes)} numbers (one per axis {axes}); fix the "
+                        "multiscales metadata, or write the image again."
+                    )
+                scale = scale * factor
         x = axes.index("x")
         unit = units[x]
         if unit is None and scale[x] == 1.0:
             return None  # no unit and unit scale: the writer did not know the pixel size
         um = _um_per_unit(unit)
-        return _plausible(float(scale[x]) * um) if um else None
+        if um is None:
+            self.mpp_note = (
+                f"the OME-Zarr axis 'x' has unit {unit!r}, which is not a length unit (use "
+                "micrometer, nanometer or millimeter)"
+            )
+            return None
+        if not scale[x] > 0:
+            self.mpp_note = (
+                f"the OME-Zarr scale of axis 'x' is {scale[x]:g}, and a pixel size must be > 0"
+            )
+            return None
+        return _plausible(float(scale[x]) * um)
 
     def image_mpp(self) -> float | None:
         return self._mpp

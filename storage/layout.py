@@ -21,7 +21,8 @@ def validate_slide_id(slide_id: str) -> str:
     """Refuse ids that could escape the data folder or break a partition key (`../x`, `/`)."""
     if not is_slide_id(slide_id):
         raise SlideIdError(
-            f"Slide id {slide_id!r} is not allowed: use letters, digits, '.', '_' and '-', "
+            f"Slide id {slide_id!r} is not allowed: use ASCII letters (A-Z, a-z), digits, '.', '_' "
+            "and '-' (no accents such as 'é'), "
             "starting with a letter or digit, with no '..' and no '/'."
         )
     return slide_id

@@ -3,8 +3,8 @@
 Input manifests are CSV or Parquet with at least `slide_id` and `path` (relative to the
 manifest's folder, or absolute), optionally `patient_id`, `site`, `condition` and `mpp`
 (µm per pixel). Reading one validates it: slide ids that are unsafe (`../x`, `a/b`) or listed
-twice, paths listed twice or missing on disk, and a non-positive `mpp` are refused with the file
-and row named. A slide with no `patient_id` counts as its own patient.
+twice, paths listed twice or missing on disk, and an `mpp` outside `storage.pixel_size`'s range
+are refused with the file and row named. A slide with no `patient_id` counts as its own patient.
 
 The combined, hashed manifest is written to `layout.manifest_parquet` with the columns of
 `MANIFEST_SCHEMA`, `path` absolute.
@@ -22,6 +22,7 @@ from storage.atomic import atomic_path
 from storage.errors import SlideIdError, StorageError
 from storage.fs import StoragePath, as_path, is_remote, read_csv, read_parquet
 from storage.layout import validate_slide_id
+from storage.pixel_size import MPP_RANGE_UM, mpp_problem
 from storage.slide_sources import INBOX_MANIFEST, content_sha256, discover_inbox, slide_id_for
 
 MANIFEST_SCHEMA: dict[str, pl.DataType] = {
@@ -35,6 +36,9 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
 }
 SOURCE_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_SCHEMA if c != "content_sha256")
 REQUIRED_COLUMNS = ("slide_id", "path")
+# The values `site` and `condition` may take (empty: not known yet, refused only by fold_split).
+SITES: tuple[str, ...] = ("ascending_colon", "terminal_ileum")
+CONDITIONS: tuple[str, ...] = ("normal", "inactive_crohns", "active_crohns")
 
 
 class ManifestError(StorageError):
@@ -49,6 +53,13 @@ def _row_label(manifest: Path | str, index: int) -> str:
 
 
 def _read_table(path: Path) -> pl.DataFrame:
+    if path.suffix.lower() != ".parquet":
+        header = _first_line(path)
+        if header.count(";") > header.count(","):
+            raise ManifestError(
+                f"{path}: the header {header.strip()!r} is separated by semicolons; write the "
+                "manifest with commas between columns (and '.' as the decimal point, e.g. 0.32)."
+            )
     try:
         if path.suffix.lower() == ".parquet":
             return read_parquet(path)
@@ -58,6 +69,14 @@ def _read_table(path: Path) -> pl.DataFrame:
         raise ManifestError(
             f"{path}: cannot read the manifest ({type(exc).__name__}: {exc})."
         ) from exc
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open("r", encoding="utf-8-sig", errors="replace") as handle:
+            return handle.readline()
+    except OSError:
+        return ""
 
 
 def read_manifest(path: str | Path, *, require_files: bool = True) -> pl.DataFrame:
@@ -88,11 +107,15 @@ def _normalise(
     text = {n: s.replace("", None) for n, s in text.items()}
     mpp = columns["mpp"].cast(pl.Utf8).str.strip_chars().replace("", None)
     mpp_values = mpp.cast(pl.Float64, strict=False)
-    for index, (raw, value) in enumerate(zip(mpp.to_list(), mpp_values.to_list(), strict=True)):
-        if raw is not None and (value is None or not value > 0):
+    rows = zip(text["slide_id"].to_list(), mpp.to_list(), mpp_values.to_list(), strict=True)
+    for index, (slide_id, raw, value) in enumerate(rows):
+        problem = None if raw is None else mpp_problem(value)
+        if problem:
+            low, high = MPP_RANGE_UM
             raise ManifestError(
-                f"{_row_label(origin, index)}: mpp {raw!r} is not a pixel size; give µm per "
-                "pixel as a positive number (e.g. 0.32) or leave it empty."
+                f"{_row_label(origin, index)}: mpp {raw!r} is not a pixel size for slide "
+                f"{slide_id!r} ({problem}). Give µm per pixel, between {low:g} and {high:g} "
+                "(e.g. 0.32), or leave it empty."
             )
     frame = pl.DataFrame({**text, "mpp": mpp_values}).select(SOURCE_COLUMNS)
     for index, (slide_id, slide_path) in enumerate(frame.select("slide_id", "path").iter_rows()):
@@ -104,6 +127,13 @@ def _normalise(
             validate_slide_id(slide_id)
         except SlideIdError as exc:
             raise SlideIdError(f"{_row_label(origin, index)}: {exc}") from exc
+    for column, allowed in (("site", SITES), ("condition", CONDITIONS)):
+        for index, (slide_id, value) in enumerate(frame.select("slide_id", column).iter_rows()):
+            if value is not None and value not in allowed:
+                raise ManifestError(
+                    f"{_row_label(origin, index)}: slide {slide_id!r} has {column} {value!r}; "
+                    f"use one of {list(allowed)} or leave it empty."
+                )
     absolute = [str(_absolute(base_dir, p)) for p in frame["path"]]
     frame = frame.with_columns(
         pl.Series("path", absolute, dtype=pl.Utf8),
@@ -147,6 +177,22 @@ def check_unique(frame: pl.DataFrame, origin: Path | str) -> None:
                     "keep one row per slide."
                 )
             seen[value] = index
+    check_case_collisions(frame["slide_id"].to_list(), lambda i: _row_label(origin, i))
+
+
+def check_case_collisions(slide_ids: Sequence[str], where: Callable[[int], str]) -> None:
+    """Refuse slide ids that differ only in case: their folders collide on macOS and Windows."""
+    seen: dict[str, int] = {}
+    for index, slide_id in enumerate(slide_ids):
+        folded = slide_id.casefold()
+        if folded in seen and slide_ids[seen[folded]] != slide_id:
+            first = seen[folded]
+            raise SlideIdError(
+                f"slide ids {slide_ids[first]!r} ({where(first)}) and {slide_id!r} "
+                f"({where(index)}) differ only in case; their folders would collide on macOS "
+                "and Windows: rename one."
+            )
+        seen.setdefault(folded, index)
 
 
 def inbox_slides(
@@ -213,6 +259,8 @@ def combine_manifests(parts: Mapping[str, pl.DataFrame]) -> pl.DataFrame:
                         "keep it in one of them."
                     )
                 origin[key] = name
+    owners = [(name, s) for name, f in parts.items() for s in f["slide_id"].to_list()]
+    check_case_collisions([s for _, s in owners], lambda i: owners[i][0])
     return pl.concat(frames, how="vertical").sort("slide_id")
 
 
@@ -286,18 +334,42 @@ def collect_manifest(
     """The slides of a manifest file plus those of an inbox folder, validated and combined.
 
     A missing manifest is an error only when `manifest_required` (the user named it); finding no
-    slide at all is always one.
+    slide at all is always one. An inbox entry whose name makes no valid slide id is an error
+    here; `collect_slides` skips it instead and reports it.
     """
+    frame, problems = collect_slides(
+        manifest, inbox_dir, manifest_required=manifest_required, settle_seconds=settle_seconds
+    )
+    if problems:
+        raise SlideIdError(problems[0])
+    return frame
+
+
+def collect_slides(
+    manifest: Path | None,
+    inbox_dir: Path | None,
+    *,
+    manifest_required: bool = False,
+    settle_seconds: float = 0.0,
+) -> tuple[pl.DataFrame, list[str]]:
+    """`collect_manifest`, leaving out inbox entries that make no valid slide id; returns the
+    slides and one problem (what to rename) per entry left out."""
     parts: dict[str, pl.DataFrame] = {}
+    problems: list[str] = []
     if manifest is not None and (manifest_required or as_path(manifest).is_file()):
         parts[str(manifest)] = read_manifest(manifest)
     if inbox_dir is not None:
-        parts[str(inbox_dir)] = inbox_manifest(inbox_dir, settle_seconds=settle_seconds)
+        parts[str(inbox_dir)], problems = inbox_slides(inbox_dir, settle_seconds=settle_seconds)
     frame = combine_manifests(parts)
     if frame.is_empty():
+        where = (
+            f"the manifest {manifest} has no rows (only a header)" if str(manifest) in parts
+            else f"no manifest at {manifest}"
+        )
         raise ManifestError(
-            f"No slides: no manifest at {manifest} and nothing in the inbox {inbox_dir}. "
+            f"No slides: {where} and nothing in the inbox {inbox_dir}. "
             "Materialise synthetic_cohort for the demo, or point the slide_inputs resource at "
             "a manifest (columns slide_id, path, mpp, ...) or drop slides into the inbox."
+            + (f" Skipped: {' '.join(problems)}" if problems else "")
         )
-    return frame
+    return frame, problems

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import polars as pl
@@ -42,8 +43,20 @@ def empty_manual_thresholds() -> pl.DataFrame:
     return pl.DataFrame(schema=SCHEMA)
 
 
-def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.DataFrame:
-    """Rows of a manual thresholds CSV (raw stain names), with the 1-based line they came from."""
+def _known_slides_text(known: Collection[str], limit: int = 20) -> str:
+    names = sorted(known)
+    shown = ", ".join(names[:limit]) or "none yet"
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def parse_thresholds_csv(
+    text: str, *, source: str = "thresholds CSV", known_slides: Collection[str] | None = None
+) -> pl.DataFrame:
+    """Rows of a manual thresholds CSV (raw stain names), with the 1-based line they came from.
+
+    With `known_slides`, a row for any other slide is refused (a typo would otherwise be
+    dropped silently). A negative or non-finite threshold is always refused.
+    """
     lines = [
         (number, line)
         for number, line in enumerate(text.splitlines(), start=1)
@@ -64,7 +77,7 @@ def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.Dat
         )
     out: dict[str, list] = {c: [] for c in SCHEMA}
     seen: dict[tuple[str, str], int] = {}
-    for (number, _), values in zip(lines[1:], rows[1:], strict=True):
+    for (number, line), values in zip(lines[1:], rows[1:], strict=True):
         if len(values) != len(header):
             raise ThresholdsCsvError(
                 f"{source}, line {number}: expected {len(header)} fields, found {len(values)}; "
@@ -75,6 +88,12 @@ def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.Dat
             slide_id = validate_slide_id(record["slide_id"])
         except SlideIdError as error:
             raise ThresholdsCsvError(f"{source}, line {number}: {error}") from None
+        if known_slides is not None and slide_id not in known_slides:
+            raise ThresholdsCsvError(
+                f"{source}, line {number} ({line.strip()!r}): slide {slide_id!r} is not in the "
+                f"cohort (known slides: {_known_slides_text(known_slides)}); fix the slide id "
+                "or remove the line."
+            )
         stain = record["stain"]
         if not stain:
             raise ThresholdsCsvError(f"{source}, line {number}: the stain is empty.")
@@ -86,6 +105,12 @@ def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.Dat
             raise ThresholdsCsvError(
                 f"{source}, line {number}: threshold {record['threshold']!r} for slide "
                 f"{slide_id!r}, stain {stain!r} is not a finite number."
+            )
+        if threshold < 0:
+            raise ThresholdsCsvError(
+                f"{source}, line {number} ({line.strip()!r}): threshold {threshold:g} for slide "
+                f"{slide_id!r}, stain {stain!r} is negative; intensities are >= 0, so give a "
+                "threshold of 0 or more."
             )
         key = (slide_id, stain.lower())
         if key in seen:
@@ -103,8 +128,11 @@ def parse_thresholds_csv(text: str, *, source: str = "thresholds CSV") -> pl.Dat
     return pl.DataFrame(out, schema=SCHEMA)
 
 
-def read_thresholds_csv(path: Path) -> pl.DataFrame:
-    """The manual thresholds in `path`; an absent file means no manual thresholds (all auto)."""
+def read_thresholds_csv(path: Path, known_slides: Collection[str] | None = None) -> pl.DataFrame:
+    """The manual thresholds in `path`; an absent file means no manual thresholds (all auto).
+
+    `known_slides`: the cohort's slide ids; a row for another slide is an error.
+    """
     path = as_path(path)
     if not path.exists():
         return empty_manual_thresholds()
@@ -112,7 +140,7 @@ def read_thresholds_csv(path: Path) -> pl.DataFrame:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
         raise ThresholdsCsvError(f"Cannot read the thresholds CSV {path}: {error}.") from None
-    return parse_thresholds_csv(text, source=str(path))
+    return parse_thresholds_csv(text, source=str(path), known_slides=known_slides)
 
 
 def write_thresholds_csv(path: Path, rows: pl.DataFrame) -> Path:

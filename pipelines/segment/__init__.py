@@ -25,7 +25,7 @@ from pipelines.segment.base import (
     NucleusSegmenter,
     SlideLike,
 )
-from pipelines.segment.imported import imported_blocks
+from pipelines.segment.imported import BinaryMask, imported_blocks
 from pipelines.segment.stitching import LabelStitcher
 from pipelines.stains import canonical_stain, require_stains
 from storage.tiles import Tile
@@ -58,6 +58,8 @@ class SegmentParams:
     nuclear_stains: tuple[str, ...] = DEFAULT_NUCLEAR_STAINS
     membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN
     calibration_values: int = CALIBRATION_VALUES
+    # `import` backend: "refuse" a mask that looks binary, or label it by "connected_components".
+    binary_mask: BinaryMask = "refuse"
 
     def __post_init__(self) -> None:
         if self.tile_px < 64:
@@ -92,11 +94,12 @@ class SlideSegmentation:
     def _imported(self) -> Iterator[tuple[Tile, np.ndarray]]:
         info = self.slide.info
         blocks = imported_blocks(self.backend, info.slide_id, info.height_px, info.width_px,
-                                 self.params.tile_px)
+                                 self.params.tile_px, info.mpp, self.params.binary_mask)
         yield from blocks
         self.n_nuclei = blocks.n_nuclei
         self.details.update(backend=self.backend.name, source=self.backend.description,
-                            relabelled=blocks.relabelled)
+                            relabelled=blocks.relabelled,
+                            connected_components=blocks.connected_components)
 
     def _segmented(self) -> Iterator[tuple[Tile, np.ndarray]]:
         info = self.slide.info

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 
 from pipelines.errors import ConfigurationError
+from storage.manifest import CONDITIONS, SITES
 
-SITES: tuple[str, ...] = ("ascending_colon", "terminal_ileum")
-CONDITIONS: tuple[str, ...] = ("normal", "inactive_crohns", "active_crohns")
+__all__ = ["CONDITIONS", "SITES"]  # the manifest's vocabulary, re-exported for the split
 HEALTHY_CONDITION = "normal"
 ROLES: tuple[str, ...] = ("train", "validation", "test")
 

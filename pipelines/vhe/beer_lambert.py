@@ -351,8 +351,8 @@ class BeerLambertBackend(VirtualHEBackend):
             raise StainError(
                 f"{source}: the Beer-Lambert virtual H&E needs stain(s) {', '.join(missing)}, "
                 f"which the slide lacks (it has {sorted(have)}). Add an alias in "
-                "pipelines/stains.py if the stain is there under another name, or render with "
-                "missing='ignore' to leave it out."
+                "pipelines/stains.py if the stain is there under another name, or set "
+                "missing_stains: ignore in the virtual_he config to leave it out."
             )
 
     def calibrate(self, sample: np.ndarray, slide_id: str) -> BeerLambertBackend:

@@ -78,8 +78,10 @@ def test_missing_stain_is_a_clear_error(phantom):
     stains = tuple(s for s in phantom.stains if s != "Collagen")
     image = phantom.image[[phantom.stains.index(s) for s in stains]]
     backend = BeerLambertBackend()
-    with pytest.raises(StainError, match="Collagen"):
+    with pytest.raises(StainError, match="Collagen") as info:
         backend.for_stains(stains, source="Slide 'P1'")
+    assert "set missing_stains: ignore in the virtual_he config" in str(info.value)
+    assert "missing='ignore'" not in str(info.value)
     lenient = BeerLambertBackend(BeerLambertParams(missing="ignore")).for_stains(stains, source="x")
     assert "Collagen" not in lenient.stains
     rgb = lenient.calibrate(image.reshape(len(stains), -1), "P1").render(image, stains, 0.32)

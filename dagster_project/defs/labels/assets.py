@@ -53,7 +53,7 @@ def manual_thresholds(
 ) -> dg.DataVersionsByPartition:
     """The manual thresholds CSV, one data version per slide (hash of that slide's rows)."""
     slides = context.instance.get_dynamic_partitions(slide_partitions.name)
-    manual = read_thresholds_csv(label_settings.csv_path(data_root.layout))
+    manual = read_thresholds_csv(label_settings.csv_path(data_root.layout), set(slides))
     versions = manual_versions(manual, slides)
     return dg.DataVersionsByPartition({s: dg.DataVersion(v) for s, v in versions.items()})
 
@@ -69,8 +69,9 @@ def stain_thresholds(
 ) -> dg.MaterializeResult:
     """Per-stain cut-offs of one slide: manual from the CSV, automatic elsewhere; review PNG."""
     slide_id, layout, start = context.partition_key, data_root.layout, time.perf_counter()
+    slides = set(context.instance.get_dynamic_partitions(slide_partitions.name))
+    manual = read_thresholds_csv(label_settings.csv_path(layout), slides)
     features = read_slide_partition(layout.features_dir, slide_id)
-    manual = read_thresholds_csv(label_settings.csv_path(layout))
     rows = slide_thresholds(slide_id, features, manual, label_settings.params())
     write_slide_partition(layout.thresholds_dir, slide_id, rows)
     figure = layout.figures_dir("thresholds") / f"{slide_id}.png"

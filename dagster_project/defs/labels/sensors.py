@@ -23,7 +23,7 @@ def thresholds_csv_sensor(
     """Compares each slide's hash of its CSV rows with the last tick; requests one run per
     changed slide. The first tick only records the hashes."""
     slides = context.instance.get_dynamic_partitions(slide_partitions.name)
-    manual = read_thresholds_csv(label_settings.csv_path(data_root.layout))
+    manual = read_thresholds_csv(label_settings.csv_path(data_root.layout), set(slides))
     versions = manual_versions(manual, slides)
     if context.cursor is None:
         return dg.SensorResult(cursor=json.dumps(versions))

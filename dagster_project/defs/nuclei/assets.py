@@ -38,6 +38,8 @@ class NucleusMaskConfig(dg.Config):
     membrane_stain: str | None = "Muc2"
     import_path: str = "imported_masks/{slide_id}.tif"
     mask_plane: int | None = None
+    # import: a mask that looks binary (0/1) is refused, or labelled by connected components.
+    binary_mask: Literal["refuse", "connected_components"] = "refuse"
     model_path: str | None = None
     smooth_sigma_um: float = WatershedParams.smooth_sigma_um
 
@@ -62,7 +64,7 @@ def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig
     slide = open_slide(layout.slide_zarr(slide_id))
     info = slide.info
     params = SegmentParams(config.tile_px, config.halo_px, tuple(config.nuclear_stains),
-                           config.membrane_stain)
+                           config.membrane_stain, binary_mask=config.binary_mask)
     segmentation = segment_slide(slide, _backend(config, slide_id, layout), params)
     with create_mask(layout.mask_zarr(slide_id), slide_id, info.height_px, info.width_px,
                      attrs={"backend": config.backend}) as writer:

@@ -40,7 +40,10 @@ def slide_manifest(
     """Every slide of the manifest and the inbox, validated and content-hashed."""
     started = time.perf_counter()
     layout = data_root.layout
-    frame = with_content_hashes(slide_inputs.collect(layout, settle_seconds=0.0))
+    found, skipped = slide_inputs.collect_skipping(layout, settle_seconds=0.0)
+    for problem in skipped:
+        context.log.warning(f"Skipped an inbox entry: {problem}")
+    frame = with_content_hashes(found)
     write_manifest(frame, layout.manifest_parquet)
     ids = frame["slide_id"].to_list()
     done = reconcile_slides(context.instance, layout, current=ids)
@@ -53,6 +56,8 @@ def slide_manifest(
             "patients": frame["patient_id"].n_unique(),
             **done.metadata(),
             "without_mpp": frame["mpp"].null_count(),
+            "skipped": dg.MetadataValue.md("\n".join(f"- {p}" for p in skipped) or "none"),
+            "n_skipped": len(skipped),
             "path": dg.MetadataValue.path(str(layout.manifest_parquet)),
             "seconds": round(time.perf_counter() - started, 2),
             "preview": dg.MetadataValue.md(preview_markdown(frame, PREVIEW_COLUMNS)),
@@ -126,7 +131,7 @@ def info_mb(info: SlideInfo) -> float:
 
 def _row_from_inputs(slide_inputs: SlideInputs, layout, slide_id: str) -> dict:
     """A slide the manifest Parquet does not list yet (just found by the inbox sensor)."""
-    frame = slide_inputs.collect(layout, settle_seconds=0.0)
+    frame, _ = slide_inputs.collect_skipping(layout, settle_seconds=0.0)
     rows = frame.filter(frame["slide_id"] == slide_id).to_dicts()
     if not rows:
         raise dg.Failure(

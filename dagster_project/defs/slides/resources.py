@@ -12,7 +12,7 @@ import polars as pl
 
 from storage.fs import as_path
 from storage.layout import DataLayout
-from storage.manifest import collect_manifest
+from storage.manifest import collect_manifest, collect_slides
 
 MANIFEST_ENV = "NUCLEUS_SUBTYPING_MANIFEST"
 INBOX_ENV = "NUCLEUS_SUBTYPING_INBOX"
@@ -37,6 +37,18 @@ class SlideInputs(dg.ConfigurableResource):
     def collect(self, layout: DataLayout, settle_seconds: float | None = None) -> pl.DataFrame:
         """Every slide of the manifest and the inbox, validated, without content hashes."""
         return collect_manifest(
+            self.manifest_file(layout),
+            self.inbox(layout),
+            manifest_required=bool(self.manifest_path or os.environ.get(MANIFEST_ENV)),
+            settle_seconds=self.settle_seconds if settle_seconds is None else settle_seconds,
+        )
+
+    def collect_skipping(
+        self, layout: DataLayout, settle_seconds: float | None = None
+    ) -> tuple[pl.DataFrame, list[str]]:
+        """`collect`, skipping inbox entries whose names make no valid slide id; returns the
+        slides and what was skipped (one sentence per entry, saying what to rename)."""
+        return collect_slides(
             self.manifest_file(layout),
             self.inbox(layout),
             manifest_required=bool(self.manifest_path or os.environ.get(MANIFEST_ENV)),

@@ -68,6 +68,8 @@ def slide_inbox_sensor(
     slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
     changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
     cursor = json.dumps(record, sort_keys=True)
+    entries = "entry" if len(problems) == 1 else "entries"
+    skipped = f" Skipped {len(problems)} {entries}: {' '.join(problems)}" if problems else ""
     known = set(context.instance.get_dynamic_partitions(slide_partitions.name))
     plan = _departures(context, data_root, slide_inputs)
     new_ids = [s for s in changed if s not in known]  # manifest-only ones: slide_manifest
@@ -82,7 +84,8 @@ def slide_inbox_sensor(
     if not changed:
         return dg.SensorResult(
             run_requests=runs, dynamic_partitions_requests=requests, cursor=cursor,
-            skip_reason=None if runs or requests else f"No new or changed slides in {inbox}.")
+            skip_reason=None if runs or requests
+            else f"No new or changed slides in {inbox}.{skipped}")
     runs += [
         dg.RunRequest(
             job_name=process_slide_job.name,
