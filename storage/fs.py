@@ -49,7 +49,7 @@ def as_path(value: str | os.PathLike[str] | UPath) -> StoragePath:
         return Path(value.path) if value.protocol in LOCAL_PROTOCOLS else value
     text = os.fspath(value)
     if "://" not in text:
-        return Path(text)
+        return Path(text).expanduser()
     upath = UPath(text)
     return Path(upath.path) if upath.protocol in LOCAL_PROTOCOLS else upath
 
@@ -62,6 +62,12 @@ def is_remote(path: str | os.PathLike[str] | UPath) -> bool:
 def url(path: StoragePath) -> str:
     """The path as text: a local path as today, a remote one as its full URL."""
     return str(path)
+
+
+def link(path: StoragePath) -> str:
+    """A link a browser (the Dagster UI) can follow: `file://` + absolute path, or the URL."""
+    return path.absolute().as_uri() if isinstance(path, Path) and not isinstance(path, UPath) \
+        else str(path)
 
 
 # ---------------------------------------------------------------- writing (object storage)

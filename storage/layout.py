@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from storage.errors import SlideIdError
-from storage.fs import StoragePath, as_path
+from storage.fs import StoragePath, as_path, is_remote
 
 _SLIDE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -39,7 +39,11 @@ class DataLayout:
     root: StoragePath
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "root", as_path(self.root))
+        # A relative root (`data`, `./data`) is taken from the working directory once, here:
+        # every path below is then absolute, so file links, subprocesses and the Mesmer
+        # environment (which runs elsewhere) all find the same files.
+        root = as_path(self.root)
+        object.__setattr__(self, "root", root if is_remote(root) else root.absolute())
 
     @property
     def cohort_dir(self) -> Path:

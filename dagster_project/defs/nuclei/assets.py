@@ -16,6 +16,7 @@ from pipelines.segment import SegmentParams, nuclear_image, segment_slide
 from pipelines.segment.preview import outline_overlay
 from pipelines.segment.watershed import WatershedParams, WatershedSegmenter
 from storage.cohort_files import write_png
+from storage.fs import link
 from storage.layout import DataLayout
 from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
@@ -103,7 +104,7 @@ def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> di
                           mask.read(0, 0, h, w))
     path = write_png(layout.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
     return {"preview": dg.MetadataValue.path(str(path)),
-            "preview_md": dg.MetadataValue.md(f"![outlines]({path.as_uri()})")}
+            "preview_md": dg.MetadataValue.md(f"![outlines]({link(path)})")}
 
 
 class NucleusFeaturesConfig(dg.Config):

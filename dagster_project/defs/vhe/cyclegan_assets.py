@@ -19,6 +19,7 @@ from storage.checkpoints import (
     load_cyclegan_checkpoint,
     save_cyclegan_checkpoint,
 )
+from storage.fs import link
 from storage.he_tiles import HeTileFolder, write_rgb_png
 from storage.layout import DataLayout
 from storage.manifest import read_manifest_parquet
@@ -94,7 +95,7 @@ def cyclegan_model(
         "device": str(run.trainer.device), "slides": len(slides), "he_tiles": len(he),
         "losses_last_20": dg.MetadataValue.json({k: round(v, 4) for k, v in losses.items()}),
         "preview": dg.MetadataValue.md(
-            f"nuclear stain | virtual H&E | real H&E\n\n![preview]({figure.resolve()})"),
+            f"nuclear stain | virtual H&E | real H&E\n\n![preview]({link(figure)})"),
         "preview_path": dg.MetadataValue.path(str(figure)),
     })
 
