@@ -2,103 +2,29 @@
 
 `demo` materialises every asset of the project in dependency order on the data root
 (default `./data`): unpartitioned assets once, slide-partitioned assets once per slide
-(in parallel worker processes), fold-partitioned assets once per fold. It uses the same
-Dagster instance as `dg dev` (DAGSTER_HOME, default `data/.dagster`), so every run shows
-up in the UI afterwards.
+(up to --workers at once), fold-partitioned assets once per fold, one at a time (the `gpu`
+pool). A slide that fails is skipped in its later stages while the others go on; the run ends
+with a summary per stage and of every failed check, and exits non-zero when anything failed.
+It uses the same Dagster instance as `dg dev` (DAGSTER_HOME, default `data/.dagster`), so
+every run shows up in the UI afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
-import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
 
 from dagster_project.instance import ensure_dagster_home
-from dagster_project.resources import DATA_ROOT_ENV
+from dagster_project.resources import DATA_ROOT_ENV, default_data_root
+from dagster_project.runner import Stage, load_definitions, plan_stages, run_stages
 from storage.fs import as_path, is_remote
+from storage.layout import DataLayout
 
 PROFILES = ("demo", "paper")
-# Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
-LOG_LEVEL = os.environ.get("NUCLEUS_SUBTYPING_LOG_LEVEL", "WARNING")
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Consecutive assets (in topological order) that share one partitioning."""
-
-    partitions: str | None  # None, or the partitions definition's name ("slides", "folds")
-    asset_keys: tuple[str, ...]
-
-
-def _partitions_name(partitions_def) -> str | None:
-    if partitions_def is None:
-        return None
-    return getattr(partitions_def, "name", None) or "folds"
-
-
-def plan_stages(loaded_defs) -> list[Stage]:
-    """Group the asset graph into stages: a stage runs after every stage before it."""
-    graph = loaded_defs.resolve_asset_graph()
-    stages: list[Stage] = []
-    for level in graph.toposorted_asset_keys_by_level:
-        for key in sorted(level, key=lambda k: k.to_user_string()):
-            if not graph.get(key).is_materializable:
-                continue
-            name = _partitions_name(graph.get(key).partitions_def)
-            if stages and stages[-1].partitions == name:
-                stages[-1] = Stage(name, (*stages[-1].asset_keys, key.to_user_string()))
-            else:
-                stages.append(Stage(name, (key.to_user_string(),)))
-    return stages
-
-
-_WORKER_DEFS = None
-
-
-def _load_defs():
-    from dagster_project.definitions import defs
-
-    return defs()
-
-
-def _run_stage(
-    stage: Stage, partition_key: str | None, run_config: dict
-) -> tuple[str, bool, float]:
-    """Execute one stage (for one partition) in this process against the shared instance."""
-    import dagster as dg
-
-    global _WORKER_DEFS
-    if _WORKER_DEFS is None:
-        _WORKER_DEFS = _load_defs()
-    keys = [dg.AssetKey.from_user_string(k) for k in stage.asset_keys]
-    job_name = "demo__" + "__".join(k.replace("/", "_") for k in stage.asset_keys)[:200]
-    job = dg.define_asset_job(job_name, selection=dg.AssetSelection.assets(*keys))
-    merged = dg.Definitions.merge(_WORKER_DEFS, dg.Definitions(jobs=[job]))
-    started = time.perf_counter()
-    ops = {k: v for k, v in run_config.get("ops", {}).items() if k in stage.asset_keys}
-    result = merged.resolve_job_def(job_name).execute_in_process(
-        instance=dg.DagsterInstance.get(),
-        partition_key=partition_key,
-        run_config={"ops": ops, "loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}},
-        raise_on_error=False,
-    )
-    return partition_key or "-", result.success, time.perf_counter() - started
-
-
-def _partition_keys(stage: Stage, loaded_defs) -> list[str | None]:
-    import dagster as dg
-
-    if stage.partitions is None:
-        return [None]
-    graph = loaded_defs.resolve_asset_graph()
-    partitions_def = graph.get(dg.AssetKey.from_user_string(stage.asset_keys[0])).partitions_def
-    instance = dg.DagsterInstance.get()
-    return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
 def run_all(
@@ -106,48 +32,59 @@ def run_all(
     workers: int = 2,
     only: Sequence[str] = (),
     op_config: dict | None = None,
+    slides: Sequence[str] = (),
+    out: TextIO = sys.stdout,
 ) -> int:
     """Materialise every asset (or those named in `only`) in dependency order; 0 on success.
 
-    `op_config` ({asset_key: {"config": {...}}}) overrides the profile's settings per asset.
+    `op_config` ({asset_key: {"config": {...}}}) overrides the profile's settings per asset;
+    `slides` limits the slide-partitioned stages to those slides.
     """
     from dagster_project.profiles import run_config_for
 
-    loaded = _load_defs()
+    loaded = load_definitions()
     run_config = run_config_for(profile)
     if op_config:
-        run_config = {"ops": {**run_config.get("ops", {}), **op_config}}
+        run_config = {**run_config, "ops": {**run_config.get("ops", {}), **op_config}}
     stages = plan_stages(loaded)
+    known = {k for s in stages for k in s.asset_keys}
+    if op_config and set(op_config) - known:
+        print(f"Run config names unknown asset(s) {', '.join(sorted(set(op_config) - known))}; "
+              f"the assets are: {', '.join(sorted(known))}.", file=sys.stderr)
+        return 2
     if only:
-        stages = [
-            Stage(s.partitions, tuple(k for k in s.asset_keys if k in only)) for s in stages
-        ]
+        unknown = sorted(set(only) - {k for s in stages for k in s.asset_keys})
+        if unknown:
+            known = ", ".join(k for s in stages for k in s.asset_keys)
+            print(f"Unknown asset(s) {', '.join(unknown)}; the assets are: {known}.",
+                  file=sys.stderr)
+            return 2
+        stages = [Stage(s.partitions, tuple(k for k in s.asset_keys if k in only))
+                  for s in stages]
         stages = [s for s in stages if s.asset_keys]
-    total = time.perf_counter()
-    for stage in stages:
-        keys = _partition_keys(stage, loaded)
-        label = ", ".join(stage.asset_keys)
-        elapsed = time.perf_counter() - total
-        print(f"[{elapsed:7.1f}s] {label}: {len(keys)} partition(s)", flush=True)
-        if not keys:
-            continue
-        if len(keys) == 1 or workers <= 1:
-            results = [_run_stage(stage, k, run_config) for k in keys]
-        else:
-            # spawn, not fork: a forked copy of a process that already runs Dagster's threads
-            # can deadlock on a lock held by a thread that does not exist in the child.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(keys)), mp_context=context) as pool:
-                results = list(pool.map(_run_stage, [stage] * len(keys), keys,
-                                        [run_config] * len(keys)))
-        failed = [k for k, ok, _ in results if not ok]
-        if failed:
-            print(f"FAILED {label} for partition(s): {', '.join(failed)}. "
-                  "Open the UI (`dg dev`) to read the run's logs.", file=sys.stderr)
-            return 1
-    print(f"Done in {time.perf_counter() - total:.1f}s. Outputs are under "
-          f"{os.environ.get(DATA_ROOT_ENV, 'data')}/.", flush=True)
-    return 0
+    summary = run_stages(stages, run_config, workers=workers, slides=slides,
+                         loaded_defs=loaded, out=out)
+    print(summary.render(), file=out if summary.ok else sys.stderr, flush=True)
+    if summary.ok:
+        print(f"Outputs are under {DataLayout(default_data_root()).root}/.", file=out)
+    return 0 if summary.ok else 1
+
+
+def read_op_config(path: Path) -> dict:
+    """The `ops:` section of a YAML/JSON run config file; Dagster validates the values."""
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(f"Run config {path} does not exist; give a YAML or JSON file.")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"Run config {path} is not valid YAML/JSON: {exc}") from exc
+    unknown = sorted(set(loaded) - {"ops"}) if isinstance(loaded, dict) else ["<not a mapping>"]
+    if unknown:
+        raise SystemExit(f"Run config {path}: unknown top-level key(s) {', '.join(unknown)}; "
+                         "only `ops` is read.")
+    return dict(loaded.get("ops") or {})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -162,13 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="processes for slide partitions (default: up to 2)")
     demo.add_argument("--only", nargs="*", default=(),
                       help="materialise only these asset keys (still in dependency order)")
+    demo.add_argument("--run-config", type=Path, default=None, metavar="FILE",
+                      help="YAML or JSON run config (`ops: {asset: {config: {...}}}`) "
+                           "overriding the profile's settings per asset")
+    demo.add_argument("--slides", nargs="*", default=(),
+                      help="run the slide stages for these slide ids only")
     args = parser.parse_args(argv)
     if args.data:
         root = as_path(args.data)
         os.environ[DATA_ROOT_ENV] = str(root if is_remote(root) else root.resolve())
     ensure_dagster_home()
     if args.command == "demo":
-        return run_all(args.profile, args.workers, args.only)
+        op_config = read_op_config(args.run_config) if args.run_config else None
+        return run_all(args.profile, args.workers, args.only, op_config=op_config,
+                       slides=args.slides)
     return 2
 
 

@@ -1,5 +1,9 @@
 """The whole chain, every asset, on a tiny synthetic cohort: what `make demo` does, smaller."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -8,8 +12,6 @@ import polars as pl
 import pytest
 import zarr
 
-from dagster_project.cli import run_all
-from dagster_project.instance import ensure_dagster_home
 from dagster_project.resources import DATA_ROOT_ENV
 from pipelines.cell_types import CELL_TYPES
 from storage.layout import DataLayout
@@ -27,12 +29,20 @@ TINY = {
 @pytest.mark.timeout(2400)
 @pytest.mark.slow
 def test_every_asset_materialises_and_the_tables_add_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv(DATA_ROOT_ENV, str(tmp_path / "data"))
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "data" / ".dagster"))
-    ensure_dagster_home()
-    assert run_all("demo", workers=2, op_config=TINY) == 0
+    # As a new user runs it: the installed command, from a fresh working directory, on the
+    # default relative data root (`data`), with none of the project's variables set.
+    config = tmp_path / "tiny.yaml"
+    config.write_text(json.dumps({"ops": TINY}))
+    env = {k: v for k, v in os.environ.items()
+           if k not in (DATA_ROOT_ENV, "DAGSTER_HOME") and not k.startswith("NUCLEUS_SUBTYPING")}
+    cli = Path(sys.executable).with_name("nucleus-subtyping")
+    done = subprocess.run([str(cli), "demo", "--run-config", config.name], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=2400)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-5000:]
+    assert "Summary" in done.stdout and "FAILED" not in done.stdout
+    assert (tmp_path / "data" / ".dagster" / "dagster.yaml").exists()
 
     layout = DataLayout(tmp_path / "data")
     manifest = pl.read_parquet(layout.manifest_parquet)
