@@ -4,7 +4,15 @@ from pathlib import Path
 
 import dagster as dg
 
+PROJECT_ROOT = Path(__file__).parent.parent
+
 
 @dg.definitions
 def defs() -> dg.Definitions:
-    return dg.load_from_defs_folder(path_within_project=Path(__file__).parent.parent)
+    if (PROJECT_ROOT / "pyproject.toml").is_file():  # a checkout: the dg project
+        return dg.load_from_defs_folder(path_within_project=PROJECT_ROOT)
+    # An installed wheel has no pyproject.toml beside the package: load the same defs module.
+    import dagster_project.defs
+
+    return dg.load_defs(dagster_project.defs, project_root=PROJECT_ROOT,
+                        terminate_autoloading_on_keyword_files=False)
