@@ -91,7 +91,8 @@ def test_sensor_is_on_by_default_and_sees_every_condition() -> None:
     graph = _defs().resolve_asset_graph()
     with_condition = {k.to_user_string() for k in graph.get_all_asset_keys()
                       if graph.get(k).automation_condition is not None}
-    assert {"slide_manifest", "slide_image", *SLIDE_STAGES, *COHORT_VIEWS} <= with_condition
+    assert {"slide_manifest", "slide_image", *SLIDE_STAGES, *COHORT_VIEWS,
+            "nucleus_inference"} <= with_condition
     targeted = automation.asset_selection.resolve(graph)
     assert {dg.AssetKey(k) for k in with_condition} <= targeted
 
