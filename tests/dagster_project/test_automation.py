@@ -64,7 +64,8 @@ class Cohort:
 
     def report(self, pairs) -> None:
         """Record materialisations as the requested runs would have (in dependency order)."""
-        order = {a: i for i, a in enumerate(("slide_image", *SLIDE_STAGES, *COHORT_VIEWS))}
+        order = {a: i for i, a in enumerate(("slide_image", *SLIDE_STAGES, *COHORT_VIEWS,
+                                             "classifier", "nucleus_inference"))}
         for asset, partition in sorted(pairs, key=lambda p: (order[p[0]], p[1] or "")):
             self.instance.report_runless_asset_event(
                 dg.AssetMaterialization(asset_key=asset, partition=partition))
@@ -90,7 +91,8 @@ def test_sensor_is_on_by_default_and_sees_every_condition() -> None:
     graph = _defs().resolve_asset_graph()
     with_condition = {k.to_user_string() for k in graph.get_all_asset_keys()
                       if graph.get(k).automation_condition is not None}
-    assert {"slide_manifest", "slide_image", *SLIDE_STAGES, *COHORT_VIEWS} <= with_condition
+    assert {"slide_manifest", "slide_image", *SLIDE_STAGES, *COHORT_VIEWS,
+            "nucleus_inference"} <= with_condition
     targeted = automation.asset_selection.resolve(graph)
     assert {dg.AssetKey(k) for k in with_condition} <= targeted
 
@@ -138,6 +140,26 @@ def test_new_partition_is_ingested_and_nightly_pass_retries_missing(cohort) -> N
     retried = cohort.tick(night)
     assert {("slide_image", "s1"), ("slide_image", "s2")} <= retried
     assert not {p for p in retried if p[1] == "s3"}
+
+
+@pytest.mark.slow
+def test_inference_waits_for_a_classifier_then_runs_for_the_slides_that_lack_it(cohort) -> None:
+    views = {("nucleus_catalog", None), ("patch_gallery", None)}
+    cohort.materialise(slide_image, "s1")
+    assert cohort.tick() == _chain("s1")  # no fold trained yet: no inference
+    cohort.report(_chain("s1"))
+    assert cohort.tick() == views
+    cohort.report(views)
+    assert cohort.tick() == set()
+
+    cohort.report({("classifier", "0")})  # the first fold is trained
+    assert cohort.tick() == {("nucleus_inference", "s1")}  # s2 has no inputs yet
+    cohort.report({("nucleus_inference", "s1")})
+    assert cohort.tick() == set()
+
+    cohort.instance.add_dynamic_partitions("slides", ["s3"])  # from now on, part of the chain
+    assert cohort.tick() == ({("slide_image", "s3"), ("nucleus_inference", "s3")}
+                             | _chain("s3"))
 
 
 def test_weekly_recheck_reingests_every_ingested_slide_once_a_week() -> None:

@@ -211,10 +211,12 @@ def test_clear_errors(setup, tmp_path) -> None:
         _run([nucleus_inference], layout.root, instance, SLIDE, _fold_config(fold=7))
     with pytest.raises(Exception, match=f"Slide '{NO_VHE}' has no virtual H&E.*virtual_he"):
         _run([nucleus_inference], layout.root, instance, NO_VHE, _fold_config())
-    empty = DataLayout(tmp_path)
-    with pytest.raises(Exception, match=r"No trained classifier fold.*materialise the "
-                                        r"classifier asset"):
-        _run([nucleus_inference], empty.root, instance, SLIDE, _fold_config())
+    empty = DataLayout(tmp_path)  # no fold trained: skipped, not failed, and it says why
+    run = _run([nucleus_inference], empty.root, instance, SLIDE, _fold_config())
+    assert run.success and not run.get_asset_materialization_events()
+    (seen,) = [e.event_specific_data.asset_observation for e in run.all_events
+               if e.event_type_value == "ASSET_OBSERVATION"]
+    assert "No trained classifier fold" in seen.metadata["skipped"].value
 
 
 def test_on_object_storage(tmp_path, monkeypatch) -> None:

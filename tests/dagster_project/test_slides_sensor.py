@@ -98,3 +98,72 @@ def test_process_slide_job_selects_only_slide_partitioned_assets():
         partitions = graph.get(dg.AssetKey.from_user_string(key)).partitions_def
         assert getattr(partitions, "name", None) == "slides", key
     assert loaded.resolve_sensor_def("slide_inbox_sensor") is not None
+
+
+@pytest.mark.slow
+def test_fresh_inbox_slide_runs_green_and_inference_waits_for_a_classifier(tmp_path, instance):
+    """A new lab: no classifier fold yet. The dropped slide's process_slide_job succeeds up to
+    its labels, virtual H&E and patches; inference is skipped with its reason, and the first
+    trained fold makes the automation sensor request it for that slide, which then runs."""
+    from dagster_project.definitions import defs
+    from dagster_project.defs.inference.assets import nucleus_inference
+    from dagster_project.defs.labels.settings import LabelSettings
+    from pipelines.synthetic import CohortParams, simulate_cohort
+    from storage.cohort_files import write_cohort
+    from storage.layout import DataLayout
+    from storage.parquet_dataset import read_slide_partition
+    from tests.inference_fixtures import fold_model, save_fold
+
+    layout = DataLayout(tmp_path / "data")
+    params = CohortParams(n_patients=1, n_slides=1, slide_px=256, seed=5)
+    write_cohort(tmp_path / "incoming", simulate_cohort(params), params.as_dict())
+    layout.inbox_dir.mkdir(parents=True)
+    (slide,) = sorted((tmp_path / "incoming" / "slides").iterdir())
+    os.link(slide, layout.inbox_dir / slide.name)
+
+    (run,) = _slide_runs(_tick(layout.root, instance))
+    instance.add_dynamic_partitions("slides", [run.partition_key])
+    slide_id = run.partition_key
+    loaded = defs()
+    resources = {"data_root": DataRoot(root=str(layout.root)),
+                 "slide_inputs": SlideInputs(settle_seconds=0.0),
+                 "label_settings": LabelSettings(review_figures=False)}
+    job = loaded.resolve_job_def(process_slide_job.name)
+    result = job.execute_in_process(partition_key=slide_id, instance=instance,
+                                    resources=resources, tags=run.tags)
+    assert result.success
+    done = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert {"slide_image", "nucleus_mask", "nucleus_features", "stain_thresholds",
+            "nucleus_labels", "virtual_he", "nucleus_patches"} <= done
+    assert "nucleus_inference" not in done
+    (skipped,) = [e.event_specific_data.asset_observation for e in result.all_events
+                  if e.event_type_value == "ASSET_OBSERVATION"]
+    assert skipped.asset_key == dg.AssetKey("nucleus_inference")
+    assert "No trained classifier fold" in skipped.metadata["skipped"].value
+    n_nuclei = read_slide_partition(layout.features_dir, slide_id).height
+    assert read_slide_partition(layout.labels_dir, slide_id).height == n_nuclei > 0
+
+    # the automation sensor: nothing for inference while no fold exists
+    ticks = {"cursor": None}
+
+    def tick() -> set[tuple[str, str | None]]:
+        evaluated = dg.evaluate_automation_conditions(defs=loaded, instance=instance,
+                                                      cursor=ticks["cursor"])
+        ticks["cursor"] = evaluated.cursor
+        return {(ap.asset_key.to_user_string(), ap.partition_key)
+                for ap in evaluated._requested_asset_partitions}
+
+    assert ("nucleus_inference", slide_id) not in tick()
+    assert ("nucleus_inference", slide_id) not in tick()
+
+    save_fold(layout, 0, fold_model(0))  # a classifier fold is trained
+    instance.report_runless_asset_event(dg.AssetMaterialization("classifier", partition="0"))
+    assert tick() == {("nucleus_inference", slide_id)}
+    inferred = dg.materialize(
+        [nucleus_inference], partition_key=slide_id, instance=instance, resources=resources,
+        run_config={"ops": {"nucleus_inference": {"config": {"device": "cpu"}}}})
+    assert inferred.success
+    assert [c.passed for c in inferred.get_asset_check_evaluations()] == [True]
+    table = read_slide_partition(layout.inference_dir, slide_id)
+    assert table.height == read_slide_partition(layout.features_dir, slide_id).height > 0
+    assert tick() == set()

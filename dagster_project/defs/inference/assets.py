@@ -1,12 +1,18 @@
 """Inference on any slide, labelled or not: predicted cell type of every nucleus (Parquet, in
-the DuckDB catalog as `nucleus_inference`), a whole-slide map and a QuPath GeoJSON export."""
+the DuckDB catalog as `nucleus_inference`), a whole-slide map and a QuPath GeoJSON export.
+
+Before any classifier fold is trained (a new lab's first slides) the asset is skipped, not
+failed: the slide's run stays green, and the `INFERENCE` automation condition starts it once a
+fold exists."""
 
 import base64
+from collections.abc import Iterator
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
+from dagster_project.automation import INFERENCE
 from dagster_project.defs.inference import wiring
 from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.partitions import slide_partitions
@@ -29,20 +35,40 @@ class InferenceConfig(dg.Config):
     cpu_threads: int = 0
 
 
-@dg.asset(
-    partitions_def=slide_partitions, group_name="inference", pool="gpu",
-    deps=[dg.AssetDep("classifier", partition_mapping=dg.AllPartitionMapping()),
-          "virtual_he", "nucleus_mask", "nucleus_features"],
-    kinds={"pytorch", "parquet"},
-    check_specs=[dg.AssetCheckSpec("one_prediction_per_nucleus", asset="nucleus_inference")],
+INFERENCE_KEY = dg.AssetKey("nucleus_inference")
+ONE_PREDICTION = dg.AssetCheckSpec("one_prediction_per_nucleus", asset=INFERENCE_KEY)
+
+
+# A multi_asset for its skippable spec: a step without a trained fold yields nothing, and
+# `can_subset` makes the embedded check optional with it.
+@dg.multi_asset(
+    name="nucleus_inference", partitions_def=slide_partitions, pool="gpu", can_subset=True,
+    specs=[dg.AssetSpec(
+        INFERENCE_KEY, group_name="inference", kinds={"pytorch", "parquet"}, skippable=True,
+        deps=[dg.AssetDep("classifier", partition_mapping=dg.AllPartitionMapping()),
+              "virtual_he", "nucleus_mask", "nucleus_features"],
+        automation_condition=INFERENCE,
+        description="Predicted cell type and class probabilities of every nucleus of the "
+        "slide from its virtual H&E patches; a map PNG and exports/qupath/<slide_id>.geojson "
+        "beside them. Skipped, with the reason, while no classifier fold is trained.")],
+    check_specs=[ONE_PREDICTION],
 )
 def nucleus_inference(
     context: dg.AssetExecutionContext, config: InferenceConfig, data_root: DataRoot,
     label_settings: LabelSettings,
-) -> dg.MaterializeResult:
-    """Predicted cell type and class probabilities of every nucleus of the slide from its
-    virtual H&E patches; a map PNG and exports/qupath/<slide_id>.geojson beside them."""
+) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckResult]:
+    """Predict the slide's nuclei (or, with only the check selected, check what is stored);
+    without a trained fold and no fold chosen, an observation says why nothing was written."""
     layout, slide_id = data_root.layout, context.partition_key
+    if INFERENCE_KEY not in context.selected_asset_keys:
+        yield _one_prediction_per_nucleus(layout, slide_id)
+        return
+    waiting = wiring.waiting_for_classifier(layout, config.fold)
+    if waiting:
+        context.log.warning(f"{slide_id}: nucleus_inference skipped. {waiting}")
+        yield dg.AssetObservation(asset_key=INFERENCE_KEY, partition=slide_id,
+                                  metadata={"skipped": waiting})
+        return
     models = wiring.load_models(layout, config.fold)
     params = InferenceParams(batch_size=config.batch_size, device=config.device)
     with torch_threads(config.cpu_threads):
@@ -51,7 +77,7 @@ def nucleus_inference(
     context.log.info(f"{slide_id}: {out.frame.height} nuclei, {models.label}, "
                      f"{out.seconds['total']:.1f} s on {out.device}")
     preview = base64.b64encode(out.map_bytes).decode("ascii")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "n_nuclei": out.frame.height, "models": models.label, "device": out.device,
             "per_class": dg.MetadataValue.md(frame_markdown(out.counts)),
@@ -62,7 +88,8 @@ def nucleus_inference(
             "map": dg.MetadataValue.path(str(out.map_png)),
             "preview": dg.MetadataValue.md(f"![map](data:image/png;base64,{preview})"),
         },
-        check_results=[_one_prediction_per_nucleus(layout, slide_id)],
+        check_results=[_one_prediction_per_nucleus(layout, slide_id)]
+        if ONE_PREDICTION.key in context.selected_asset_check_keys else [],
     )
 
 

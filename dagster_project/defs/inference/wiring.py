@@ -53,6 +53,14 @@ class FoldModels:
         return f"mean of folds {', '.join(map(str, self.folds))}"
 
 
+def waiting_for_classifier(layout: DataLayout, fold: int | None) -> str | None:
+    """Why inference must wait (no fold trained, none chosen), or None when it can run."""
+    if fold is not None or ckpt.trained_folds(layout.models_dir):
+        return None
+    return (f"No trained classifier fold in {layout.models_dir / 'classifier'} yet: it runs "
+            "by itself once a classifier fold partition is materialised.")
+
+
 def load_models(layout: DataLayout, fold: int | None) -> FoldModels:
     """Every trained fold's model (fold None), or the chosen fold's; clear errors otherwise."""
     trained = ckpt.trained_folds(layout.models_dir)
