@@ -34,11 +34,14 @@ def run_all(
     op_config: dict | None = None,
     slides: Sequence[str] = (),
     out: TextIO = sys.stdout,
+    resources: dict | None = None,
+    exclude: Sequence[str] = (),
 ) -> int:
     """Materialise every asset (or those named in `only`) in dependency order; 0 on success.
 
     `op_config` ({asset_key: {"config": {...}}}) overrides the profile's settings per asset;
-    `slides` limits the slide-partitioned stages to those slides.
+    `slides` limits the slide-partitioned stages to those slides; `resources` is the run
+    config's `resources:` section; `exclude` leaves assets out of a full run.
     """
     from dagster_project.profiles import run_config_for
 
@@ -46,6 +49,8 @@ def run_all(
     run_config = run_config_for(profile)
     if op_config:
         run_config = {**run_config, "ops": {**run_config.get("ops", {}), **op_config}}
+    if resources:
+        run_config = {**run_config, "resources": resources}
     stages = plan_stages(loaded)
     known = {k for s in stages for k in s.asset_keys}
     if op_config and set(op_config) - known:
@@ -60,6 +65,10 @@ def run_all(
                   file=sys.stderr)
             return 2
         stages = [Stage(s.partitions, tuple(k for k in s.asset_keys if k in only))
+                  for s in stages]
+        stages = [s for s in stages if s.asset_keys]
+    elif exclude:
+        stages = [Stage(s.partitions, tuple(k for k in s.asset_keys if k not in exclude))
                   for s in stages]
         stages = [s for s in stages if s.asset_keys]
     summary = run_stages(stages, run_config, workers=workers, slides=slides,
@@ -87,6 +96,29 @@ def read_op_config(path: Path) -> dict:
     return dict(loaded.get("ops") or {})
 
 
+def _run_cohort(args: argparse.Namespace) -> int:
+    from dagster_project.cohort_config import (
+        NOT_FOR_REAL_COHORTS,
+        CohortConfigError,
+        load_cohort_config,
+        run_config,
+    )
+
+    try:
+        cohort = load_cohort_config(args.config)
+    except CohortConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    os.environ[DATA_ROOT_ENV] = cohort.data_root
+    ensure_dagster_home()
+    config = run_config(cohort)
+    profile = cohort.training.profile
+    only = args.only if args.only is not None else cohort.run.only
+    slides = args.slides if args.slides is not None else cohort.run.slides
+    return run_all(profile, cohort.run.workers, only, op_config=config["ops"], slides=slides,
+                   resources=config["resources"], exclude=NOT_FOR_REAL_COHORTS)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nucleus-subtyping", description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=None,
@@ -104,7 +136,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "overriding the profile's settings per asset")
     demo.add_argument("--slides", nargs="*", default=(),
                       help="run the slide stages for these slide ids only")
+    run = sub.add_parser("run", help="run a real cohort from one typed config file")
+    run.add_argument("--config", type=Path, required=True, metavar="COHORT_YAML",
+                     help="the cohort file (see dagster_project/cohort_config.py and the README)")
+    run.add_argument("--only", nargs="*", default=None,
+                     help="materialise only these asset keys (overrides run.only)")
+    run.add_argument("--slides", nargs="*", default=None,
+                     help="run the slide stages for these slide ids only (overrides run.slides)")
     args = parser.parse_args(argv)
+    if args.command == "run":
+        return _run_cohort(args)
     if args.data:
         root = as_path(args.data)
         os.environ[DATA_ROOT_ENV] = str(root if is_remote(root) else root.resolve())

@@ -7,7 +7,8 @@ with a pooled step (the `gpu` pool: classifier folds, inference) runs one partit
 
 A failure stops only what depends on it: a slide that fails a stage is skipped in that slide's
 later stages, and cohort-wide stages run on the slides that are complete and name the missing
-ones. Failed asset checks count as failures. `run_stages` returns a `ChainSummary` to print.
+ones. Failed asset checks of ERROR severity count as failures; WARN ones are listed.
+`run_stages` returns a `ChainSummary` to print.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class FailedCheck:
     check_name: str
     partition: str | None
     message: str
+    warning: bool = False  # a WARN-severity check: listed, but the run still succeeds
 
 
 @dataclass
@@ -70,7 +72,8 @@ class ChainSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed_checks and all(not s.failed for s in self.stages)
+        return (not any(not c.warning for c in self.failed_checks)
+                and all(not s.failed for s in self.stages))
 
     def render(self) -> str:
         lines = [f"Summary ({self.seconds:.1f}s):"]
@@ -91,7 +94,8 @@ class ChainSummary:
                 lines.append(f"    skipped {', '.join(keys)}: {why}")
         for check in self.failed_checks:
             where = f"[{check.partition}]" if check.partition else ""
-            lines.append(f"  FAILED CHECK {check.asset_key}{where} {check.check_name}: "
+            kind = "WARNING, CHECK" if check.warning else "FAILED CHECK"
+            lines.append(f"  {kind} {check.asset_key}{where} {check.check_name}: "
                          f"{check.message}")
         run_ids = [r for s in self.stages for r in s.failed_run_ids]
         if run_ids:
@@ -202,7 +206,8 @@ def _execute(stage: Stage, partition: str | None, run_config: dict) -> RunResult
                           if dg.AssetKey.from_user_string(k).to_python_identifier() in done)
     checks = tuple(
         FailedCheck(e.asset_key.to_user_string(), e.check_name, e.partition or partition,
-                    e.description or _check_message(e.metadata))
+                    e.description or _check_message(e.metadata),
+                    warning=e.severity == dg.AssetCheckSeverity.WARN)
         for e in result.get_asset_check_evaluations() if not e.passed)
     return RunResult(partition, succeeded, result.run_id, result.success, checks)
 

@@ -57,12 +57,14 @@ THRESHOLD_SCHEMA: dict[str, pl.DataType] = {
     "threshold_version": pl.Utf8(),
 }
 
+AutoMethod = Literal["gmm2_log1p", "otsu_log1p"]
+
 
 @dataclass(frozen=True)
 class AutoThresholdParams:
     """How automatic thresholds are found (see the module docstring)."""
 
-    method: Literal["gmm2_log1p", "otsu_log1p"] = "otsu_log1p"
+    method: AutoMethod = "otsu_log1p"
     bins: int = 256
     em_iterations: int = 200
     min_nuclei: int = 20

@@ -151,13 +151,18 @@ def check_slide_store(path: Path) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(
         check_name=SLIDE_CHECK,
         passed=not odd and has_nuclear and non_empty,
+        # No DAPI is a warning: a panel may segment on other nuclear stains (HH3, Nuc), and
+        # nucleus_mask refuses a slide that lacks the stains it is configured with.
+        severity=dg.AssetCheckSeverity.ERROR if odd or not non_empty
+        else dg.AssetCheckSeverity.WARN,
         metadata={
             "non_canonical_stains": ", ".join(odd) or "none",
             "has_dapi": has_nuclear,
             "shape": str((len(info.stains), info.height_px, info.width_px)),
         },
         description=None if has_nuclear else (
-            f"Slide {info.slide_id!r} has no {NUCLEAR_STAIN}; segmentation needs it: add an "
-            "alias in pipelines/stains.py if the nuclear stain has another name."
+            f"Slide {info.slide_id!r} has no {NUCLEAR_STAIN}; segment it on the stains it has "
+            "(nucleus_mask's nuclear_stains), or add an alias in pipelines/stains.py if the "
+            "nuclear stain has another name."
         ),
     )

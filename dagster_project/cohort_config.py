@@ -1,0 +1,189 @@
+"""`nucleus-subtyping run --config cohort.yaml`: one typed file for a real cohort.
+
+The file names the manifest and the data root, and the settings of each stage that a cohort
+usually changes; everything else keeps its demo default. It is validated before anything runs:
+an unknown key or a bad value is an error naming the key and the allowed values, a missing file
+an error naming the file. Relative paths are read from the config file's folder.
+
+    manifest: slides.csv            # slide_id, path, patient_id, site, condition, mpp
+    data_root: out                  # default: ./data
+    segmentation: {backend: watershed, nuclear_stains: [HH3, Nuc], membrane_stain: null}
+    labels: {rule_file: rules/mibi_breast.sql, auto_method: otsu_log1p, thresholds_csv: null}
+    virtual_he: {backend: beer_lambert, missing_stains: ignore}
+    training: {profile: demo, overrides: {steps: 300}}
+    run: {only: [slide_manifest, ..., nucleus_catalog], slides: [], workers: 2}
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipelines.thresholds import AutoMethod
+from storage.fs import as_path, is_remote
+
+
+class CohortConfigError(ValueError):
+    """The cohort file is not valid; the message names the file, the key and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Segmentation(_Section):
+    backend: Literal["watershed", "import", "mesmer", "mesmer-onnx"] = "watershed"
+    nuclear_stains: list[str] = Field(default_factory=lambda: ["DAPI"], min_length=1)
+    membrane_stain: str | None = "Muc2"
+    model_path: str | None = None  # mesmer / mesmer-onnx weights
+    import_path: str | None = None  # import: masks, `{slide_id}` in the name
+    tile_px: int = Field(default=1024, ge=64)
+
+
+class Labels(_Section):
+    thresholds_csv: str | None = None  # manual thresholds; absent: every threshold automatic
+    auto_method: AutoMethod = "otsu_log1p"
+    rule_file: str = "cell_type_rules.sql"  # under sql/, or a path
+
+
+class VirtualHE(_Section):
+    backend: Literal["beer_lambert", "cyclegan"] = "beer_lambert"
+    missing_stains: Literal["error", "ignore"] = "error"
+
+
+class Training(_Section):
+    profile: Literal["demo", "paper"] = "demo"
+    overrides: dict[str, Any] = Field(default_factory=dict)  # classifier config keys
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_overrides(cls, value: dict[str, Any]) -> dict[str, Any]:
+        allowed = {"steps", "batch_size", "augment", "device", "seed", "cpu_threads", "resume"}
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise ValueError(f"unknown override(s) {unknown}; allowed: {sorted(allowed)}")
+        return value
+
+
+class RunSelection(_Section):
+    only: list[str] = Field(default_factory=list)  # empty: every asset but synthetic_cohort
+    slides: list[str] = Field(default_factory=list)  # empty: every slide of the manifest
+    workers: int = Field(default=2, ge=1)
+
+
+class CohortConfig(_Section):
+    manifest: str
+    data_root: str = "data"
+    inbox: str | None = None
+    segmentation: Segmentation = Segmentation()
+    labels: Labels = Labels()
+    virtual_he: VirtualHE = VirtualHE()
+    training: Training = Training()
+    run: RunSelection = RunSelection()
+
+
+# The demo's own cohort is not part of a real cohort's run.
+NOT_FOR_REAL_COHORTS = ("synthetic_cohort",)
+
+
+def _resolve(base: Path, value: str) -> str:
+    path = as_path(value)
+    if is_remote(path) or path.is_absolute():
+        return str(path)
+    return os.path.normpath(base / path)
+
+
+def _message(path: Path, error: ValidationError) -> str:
+    lines = [f"Cohort config {path} is not valid:"]
+    for problem in error.errors():
+        key = ".".join(str(p) for p in problem["loc"])
+        text = problem["msg"]
+        if problem["type"] == "extra_forbidden":
+            section = CohortConfig
+            for part in problem["loc"][:-1]:
+                section = section.model_fields[str(part)].annotation  # type: ignore[assignment]
+            text = f"unknown key; allowed keys here: {', '.join(section.model_fields)}"
+        elif problem["type"] == "literal_error":
+            text = f"not allowed; {text[0].lower()}{text[1:]}"
+        lines.append(f"  {key}: {text}")
+    return "\n".join(lines)
+
+
+def load_cohort_config(path: Path) -> CohortConfig:
+    """Read and validate the file; relative paths become absolute against its folder."""
+    import yaml
+
+    if not path.is_file():
+        raise CohortConfigError(f"Cohort config {path} does not exist.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CohortConfigError(f"Cohort config {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CohortConfigError(f"Cohort config {path} must be a mapping of keys to values.")
+    try:
+        config = CohortConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise CohortConfigError(_message(path, exc)) from None
+    base = path.parent.absolute()
+    files = {"manifest": config.manifest, "labels.thresholds_csv": config.labels.thresholds_csv,
+             "segmentation.model_path": config.segmentation.model_path}
+    resolved = {key: _resolve(base, value) for key, value in files.items() if value}
+    for key, value in resolved.items():
+        if not is_remote(value) and not Path(value).exists():
+            raise CohortConfigError(f"Cohort config {path}: {key} names {value}, which does "
+                                    "not exist.")
+    rule_file = config.labels.rule_file
+    if Path(rule_file).suffix == ".sql" and ("/" in rule_file or "\\" in rule_file):
+        from storage.catalog import SQL_DIR
+
+        if not (SQL_DIR / rule_file).is_file():
+            rule_file = _resolve(base, rule_file)
+            if not Path(rule_file).is_file():
+                raise CohortConfigError(
+                    f"Cohort config {path}: labels.rule_file {config.labels.rule_file} is "
+                    f"neither under {SQL_DIR} nor a file beside the config.")
+    return config.model_copy(update={
+        "manifest": resolved["manifest"],
+        "data_root": _resolve(base, config.data_root),
+        "inbox": _resolve(base, config.inbox) if config.inbox else None,
+        "labels": config.labels.model_copy(update={
+            "thresholds_csv": resolved.get("labels.thresholds_csv"), "rule_file": rule_file}),
+        "segmentation": config.segmentation.model_copy(update={
+            "model_path": resolved.get("segmentation.model_path")}),
+    })
+
+
+def run_config(config: CohortConfig) -> dict:
+    """The Dagster run config (`ops` and `resources`) the cohort file stands for."""
+    seg = config.segmentation
+    mask = {"backend": seg.backend, "nuclear_stains": list(seg.nuclear_stains),
+            "membrane_stain": seg.membrane_stain, "tile_px": seg.tile_px}
+    if seg.model_path:
+        mask["model_path"] = seg.model_path
+    if seg.import_path:
+        mask["import_path"] = seg.import_path
+    classifier = {"profile": config.training.profile, **config.training.overrides}
+    slide_inputs = {"manifest_path": config.manifest}
+    if config.inbox:
+        slide_inputs["inbox_dir"] = config.inbox
+    labels = {"auto_method": config.labels.auto_method,
+              "catalog_rules_sql": config.labels.rule_file}
+    if config.labels.thresholds_csv:
+        labels["thresholds_csv"] = config.labels.thresholds_csv
+    return {
+        "ops": {
+            "nucleus_mask": {"config": mask},
+            "virtual_he": {"config": {"backend": config.virtual_he.backend,
+                                      "missing_stains": config.virtual_he.missing_stains}},
+            "classifier": {"config": classifier},
+        },
+        "resources": {
+            "data_root": {"config": {"root": config.data_root}},
+            "slide_inputs": {"config": slide_inputs},
+            "label_settings": {"config": labels},
+        },
+    }
