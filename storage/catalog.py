@@ -1,15 +1,21 @@
 """The DuckDB catalog: one database file of views over the Parquet datasets and the rule SQL.
 
-A user opens it with the duckdb CLI (`duckdb data/catalog.duckdb`) or Python
+A user opens it read-only with the duckdb CLI (`duckdb -readonly data/catalog.duckdb`) or Python
 (`duckdb.connect("data/catalog.duckdb", read_only=True)`). The file holds no nucleus rows, only
 view definitions that read the Parquet datasets where they lie, so it is small and always shows
 the datasets' current contents. It is rebuilt as a whole in a temporary file that then replaces
-the old one, so a reader never opens a half-built catalog.
+the old one, so a reader never opens a half-built catalog. A process that holds the file open
+for writing (`duckdb data/catalog.duckdb` without `-readonly`) would leave a write-ahead log
+beside the new file that no reader can open, so a rebuild refuses while one does and says what
+to close.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import glob
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,8 +25,8 @@ import duckdb
 import polars as pl
 
 from storage.atomic import atomic_path, remove_own_temporaries
-from storage.errors import StoreLayoutError
-from storage.fs import as_path, local_copy, register_filesystem
+from storage.errors import CatalogBusyError, StoreLayoutError
+from storage.fs import as_path, is_remote, local_copy, register_filesystem
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
 
@@ -131,6 +137,45 @@ def _create_source(con: duckdb.DuckDBPyConnection, source: ParquetSource) -> Non
         )
 
 
+def _held_for_writing(db_path: Path) -> bool:
+    """True when another process holds DuckDB's write lock on the file (a read-write
+    connection); read-only connections take shared locks, which a shared lock here passes."""
+    try:
+        fd = os.open(db_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return True
+        raise
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
+def ensure_no_writer(db_path: Path) -> None:
+    """Refuse to replace a catalog that a process has open for writing, or whose write-ahead
+    log is still beside it; name the file and say what to close."""
+    db_path = as_path(db_path)
+    if is_remote(db_path):
+        return
+    wal = db_path.with_name(db_path.name + ".wal")
+    if _held_for_writing(db_path):
+        raise CatalogBusyError(
+            f"The catalog {db_path} is open for writing in another process (e.g. "
+            f"`duckdb {db_path}` without -readonly). Close it and re-run; open it with "
+            f"`duckdb -readonly {db_path}` to read while the pipeline runs.")
+    if wal.exists():
+        raise CatalogBusyError(
+            f"The catalog {db_path} has a write-ahead log ({wal}) from a process that wrote to "
+            "it and has not closed it, or that crashed. Close that process and re-run; if none "
+            f"is running, delete {wal}.")
+
+
 def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
     """Build the catalog file at `db_path` from scratch, replacing the old one atomically.
 
@@ -139,6 +184,7 @@ def build_catalog(db_path: Path, spec: CatalogSpec) -> Path:
     """
     db_path = as_path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_no_writer(db_path)
     remove_own_temporaries(db_path)  # the folder holds other artifacts being written
     with atomic_path(db_path) as tmp:
         con = duckdb.connect(str(tmp))
@@ -179,6 +225,7 @@ def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str
     stale = [s for s in sources if s.view in tables and _has_files(s.glob)]
     if not stale:
         return []
+    ensure_no_writer(db_path)
     with atomic_path(db_path) as tmp, local_copy(db_path) as local:
         shutil.copyfile(local, tmp)
         con = duckdb.connect(str(tmp))

@@ -11,3 +11,7 @@ class SlideIdError(StorageError):
 
 class StoreLayoutError(StorageError):
     """A store on disk is missing, incomplete or written by an incompatible version."""
+
+
+class CatalogBusyError(StorageError):
+    """Another process holds the catalog file open for writing; rebuilding now would break it."""
