@@ -20,7 +20,13 @@ from typing import TextIO
 
 from dagster_project.instance import ensure_dagster_home
 from dagster_project.resources import DATA_ROOT_ENV, default_data_root
-from dagster_project.runner import Stage, load_definitions, plan_stages, run_stages
+from dagster_project.runner import (
+    Stage,
+    load_definitions,
+    plan_stages,
+    run_stages,
+    stop_on_sigterm,
+)
 from storage.fs import as_path, is_remote
 from storage.layout import DataLayout
 
@@ -144,6 +150,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--slides", nargs="*", default=None,
                      help="run the slide stages for these slide ids only (overrides run.slides)")
     args = parser.parse_args(argv)
+    stop_on_sigterm()
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("Interrupted: the runs in flight were stopped; re-run to continue where it ended.",
+              file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "run":
         return _run_cohort(args)
     if args.data:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -186,6 +187,33 @@ class RunResult:
 _WORKER_DEFS = None
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker_init() -> None:
+    """A worker stops like the CLI does: SIGTERM interrupts its run (Dagster records the run as
+    ended), and it is sent SIGTERM if the CLI dies without a word (SIGKILL)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop_workers(signum, frame) -> None:
+    """SIGTERM to the CLI: stop every worker's run, then interrupt the CLI itself."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def stop_on_sigterm() -> None:
+    """Terminate (the UI's, `timeout`'s, a scheduler's SIGTERM) ends a chain run in seconds."""
+    signal.signal(signal.SIGTERM, _stop_workers)
+
+
 def _execute(stage: Stage, partition: str | None, run_config: dict) -> RunResult:
     """One Dagster run on the instance: the stage's assets for one partition."""
     import dagster as dg
@@ -333,7 +361,8 @@ def run_stages(
             # spawn, not fork: a forked copy of a process that already runs Dagster's threads
             # can deadlock on a lock held by a thread that does not exist in the child.
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(runnable)), mp_context=context) as pool:
+            with ProcessPoolExecutor(min(workers, len(runnable)), mp_context=context,
+                                     initializer=_worker_init) as pool:
                 results = []
                 for result in pool.map(execute, [stage] * len(runnable), runnable,
                                        [stage_config] * len(runnable)):
