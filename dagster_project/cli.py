@@ -87,15 +87,13 @@ def run_all(
 
 def read_op_config(path: Path) -> dict:
     """The `ops:` section of a YAML/JSON run config file; Dagster validates the values."""
-    import yaml
+    from dagster_project.cohort_config import CohortConfigError, read_yaml_mapping
 
-    if not path.is_file():
-        raise SystemExit(f"Run config {path} does not exist; give a YAML or JSON file.")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise SystemExit(f"Run config {path} is not valid YAML/JSON: {exc}") from exc
-    unknown = sorted(set(loaded) - {"ops"}) if isinstance(loaded, dict) else ["<not a mapping>"]
+        loaded = read_yaml_mapping(path, "Run config")
+    except CohortConfigError as exc:
+        raise SystemExit(str(exc)) from None
+    unknown = sorted(set(loaded) - {"ops"})
     if unknown:
         raise SystemExit(f"Run config {path}: unknown top-level key(s) {', '.join(unknown)}; "
                          "only `ops` is read.")

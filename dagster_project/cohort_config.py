@@ -112,18 +112,25 @@ def _message(path: Path, error: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_cohort_config(path: Path) -> CohortConfig:
-    """Read and validate the file; relative paths become absolute against its folder."""
+def read_yaml_mapping(path: Path, what: str = "Cohort config") -> dict:
+    """A YAML (or JSON) file holding a mapping; a missing, unparsable or non-mapping file is a
+    `CohortConfigError` naming it."""
     import yaml
 
     if not path.is_file():
-        raise CohortConfigError(f"Cohort config {path} does not exist.")
+        raise CohortConfigError(f"{what} {path} does not exist.")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise CohortConfigError(f"Cohort config {path} is not valid YAML: {exc}") from exc
+        raise CohortConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
-        raise CohortConfigError(f"Cohort config {path} must be a mapping of keys to values.")
+        raise CohortConfigError(f"{what} {path} must be a mapping of keys to values.")
+    return raw
+
+
+def load_cohort_config(path: Path) -> CohortConfig:
+    """Read and validate the file; relative paths become absolute against its folder."""
+    raw = read_yaml_mapping(path)
     try:
         config = CohortConfig.model_validate(raw)
     except ValidationError as exc:
