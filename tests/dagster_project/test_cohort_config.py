@@ -97,3 +97,17 @@ def test_the_mibi_example_runs_to_the_catalog_with_the_mibi_rules(
     # The MIBI breast panel's classes, not Table 1's colon classes.
     assert {"epithelial", "macrophage", "t_cell"} <= classes
     assert "myoepithelial" in classes and "goblet" not in classes
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("resources: {}\n", "unknown top-level key(s) resources; only `ops` is read"),
+    ("ops: [\n", "is not valid YAML"),
+])
+def test_demo_run_config_file_is_checked(tmp_path: Path, text: str, expected: str) -> None:
+    from dagster_project.cli import read_op_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as caught:
+        read_op_config(path)
+    assert expected in str(caught.value) and str(path) in str(caught.value)
