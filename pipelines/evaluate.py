@@ -3,8 +3,13 @@ patients, mean ± standard deviation over folds, confusion matrices, and the rep
 
 Metrics are one-vs-rest per class on labelled test nuclei (class_index >= 0):
 accuracy = TP / (TP + FN) (recall), PPV = TP / (TP + FP), NPV = TN / (TN + FN),
-prevalence = (TP + FN) / N. A metric with a zero denominator is null (NaN in arrays) and is
-left out of the mean; the standard deviation over folds is the sample one (ddof = 1).
+prevalence = (TP + FN) / N. A metric with a zero denominator is undefined (null): a class no
+fold predicted has no PPV there. Undefined values are never averaged away unseen: the summary
+counts the folds in which each metric is defined and lists the predicted nuclei per fold.
+The spread over folds is the sample standard deviation (ddof = 1) over those folds. Beside the
+fold mean, PPV and NPV are also pooled over every fold's test nuclei, with a 95 % Wilson
+interval. "PPV above the cut-off" needs at least MIN_PREDICTED_PER_FOLD predicted nuclei in
+every fold.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from pipelines.cell_types import CELL_TYPES
 
 METRICS: tuple[str, ...] = ("accuracy", "ppv", "npv", "prevalence")
 PPV_CUTOFF = 0.3
+# A fold's PPV from fewer predicted nuclei than this is too thin to flag a class as learned.
+MIN_PREDICTED_PER_FOLD = 20
+WILSON_Z = 1.959964  # two-sided 95 %
 
 # §3: PPV, NPV and prevalence the paper reports (mean ± std over its five folds).
 PAPER_VALUES: dict[str, dict[str, tuple[float, float]]] = {
@@ -61,6 +69,9 @@ def class_metrics(
         "cell_type": list(cell_types),
         "support": (tp + fn).astype(np.int64),
         "predicted": (tp + fp).astype(np.int64),
+        "true_positive": tp.astype(np.int64),
+        "predicted_negative": (tn + fn).astype(np.int64),
+        "true_negative": tn.astype(np.int64),
         "accuracy": _ratio(tp, tp + fn),
         "ppv": _ratio(tp, tp + fp),
         "npv": _ratio(tn, tn + fn),
@@ -86,15 +97,59 @@ def fold_metrics(
     return pl.concat(frames).select("fold", pl.exclude("fold"))
 
 
-def summarise_folds(per_fold: pl.DataFrame) -> pl.DataFrame:
-    """Mean and sample std over folds of each metric per class (nulls left out), plus the
-    number of test nuclei of the class over all folds."""
-    aggs = [pl.col("support").sum().alias("test_nuclei")]
+def wilson_interval(successes: np.ndarray, trials: np.ndarray,
+                    z: float = WILSON_Z) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion (NaN where there are no trials): unlike the normal
+    approximation it stays inside [0, 1] and is honest for small counts."""
+    k = np.asarray(successes, dtype=np.float64)
+    n = np.asarray(trials, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        denominator = 1.0 + z * z / n
+        centre = (p + z * z / (2 * n)) / denominator
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    low = np.where(n > 0, np.clip(centre - half, 0.0, 1.0), np.nan)
+    high = np.where(n > 0, np.clip(centre + half, 0.0, 1.0), np.nan)
+    return low, high
+
+
+def summarise_folds(per_fold: pl.DataFrame,
+                    min_predicted: int = MIN_PREDICTED_PER_FOLD,
+                    ppv_cutoff: float = PPV_CUTOFF) -> pl.DataFrame:
+    """Per class over folds: mean and sample std (ddof = 1) of each metric over the folds where
+    it is defined, how many folds those are, the predicted nuclei per fold, PPV and NPV pooled
+    over all test nuclei with 95 % Wilson intervals, and whether PPV is above the cut-off with
+    enough predictions in every fold to say so."""
+    aggs = [
+        pl.col("support").sum().alias("test_nuclei"),
+        pl.len().alias("folds"),
+        (pl.col("predicted") > 0).sum().alias("folds_with_predictions"),
+        pl.col("predicted").sort_by("fold").cast(pl.Utf8).str.join(" / ")
+        .alias("predicted_per_fold"),
+        pl.col("predicted").min().alias("min_predicted"),
+        pl.col("true_positive").sum().alias("pooled_true_positive"),
+        pl.col("predicted").sum().alias("pooled_predicted"),
+        pl.col("true_negative").sum().alias("pooled_true_negative"),
+        pl.col("predicted_negative").sum().alias("pooled_predicted_negative"),
+    ]
     for m in METRICS:
-        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std(ddof=1).alias(f"{m}_std")]
-    return (
-        per_fold.group_by("class_index", "cell_type").agg(aggs).sort("class_index")
-    )
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std(ddof=1).alias(f"{m}_std"),
+                 pl.col(m).is_not_null().sum().alias(f"{m}_folds")]
+    summary = per_fold.group_by("class_index", "cell_type").agg(aggs).sort("class_index")
+    columns = {}
+    for name, hits, trials in (("ppv", "pooled_true_positive", "pooled_predicted"),
+                               ("npv", "pooled_true_negative", "pooled_predicted_negative")):
+        k, n = summary[hits].to_numpy(), summary[trials].to_numpy()
+        low, high = wilson_interval(k, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            columns[f"{name}_pooled"] = np.where(n > 0, k / np.maximum(n, 1), np.nan)
+        columns[f"{name}_wilson_low"], columns[f"{name}_wilson_high"] = low, high
+    summary = summary.with_columns(
+        pl.Series(k, v).fill_nan(None) for k, v in columns.items())
+    return summary.with_columns(
+        ((pl.col("ppv_mean") > ppv_cutoff) & (pl.col("min_predicted") >= min_predicted)
+         & (pl.col("ppv_folds") == pl.col("folds"))).fill_null(False)
+        .alias("ppv_above_cutoff"))
 
 
 def fold_overview(predictions: pl.DataFrame) -> pl.DataFrame:
@@ -126,23 +181,43 @@ def _pm(mean: float | None, std: float | None) -> str:
     return f"{mean:.2f} ± {std:.2f}"
 
 
-def metrics_table_markdown(summary: pl.DataFrame, ppv_cutoff: float = PPV_CUTOFF) -> str:
-    """The per-class table: mean ± std over folds, and the paper's values where it gives them."""
+def _interval(value: float | None, low: float | None, high: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def metrics_table_markdown(summary: pl.DataFrame, ppv_cutoff: float = PPV_CUTOFF,
+                           min_predicted: int = MIN_PREDICTED_PER_FOLD) -> str:
+    """The per-class table: mean ± sample std over the folds where a metric is defined (with
+    that number of folds when some fold left it undefined), predicted nuclei per fold, pooled
+    PPV with its 95 % Wilson interval, and the paper's values where it gives them."""
     lines = [
-        "| cell type | test nuclei | accuracy | PPV | NPV | prevalence | PPV > cut-off "
-        "| paper PPV / NPV / prevalence |",
-        "|---|---:|---:|---:|---:|---:|:---:|---|",
+        "| cell type | test nuclei | accuracy | PPV | predicted per fold | pooled PPV [95 % CI] "
+        "| NPV | prevalence | PPV > cut-off | paper PPV / NPV / prevalence |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for row in summary.iter_rows(named=True):
         paper = PAPER_VALUES.get(row["cell_type"])
         paper_text = " / ".join(_pm(*paper[m]) for m in ("ppv", "npv", "prevalence")) \
             if paper else ""
-        ppv = row["ppv_mean"]
-        learned = "yes" if ppv is not None and ppv > ppv_cutoff else ""
+        cells = []
+        for m in METRICS:
+            text = _pm(row[f"{m}_mean"], row[f"{m}_std"])
+            if 0 < row[f"{m}_folds"] < row["folds"]:
+                text += f" ({row[f'{m}_folds']} of {row['folds']} folds)"
+            cells.append(text)
+        if row["ppv_above_cutoff"]:
+            flag = "yes"
+        elif row["ppv_mean"] is not None and row["ppv_mean"] > ppv_cutoff:
+            flag = f"too few (< {min_predicted} in a fold)"
+        else:
+            flag = ""
         lines.append(
-            f"| {row['cell_type']} | {row['test_nuclei']} | "
-            + " | ".join(_pm(row[f"{m}_mean"], row[f"{m}_std"]) for m in METRICS)
-            + f" | {learned} | {paper_text} |"
+            f"| {row['cell_type']} | {row['test_nuclei']} | {cells[0]} | {cells[1]} | "
+            f"{row['predicted_per_fold']} | "
+            f"{_interval(row['ppv_pooled'], row['ppv_wilson_low'], row['ppv_wilson_high'])} | "
+            f"{cells[2]} | {cells[3]} | {flag} | {paper_text} |"
         )
     return "\n".join(lines)
 
@@ -174,7 +249,8 @@ def report_markdown(
     ppv_cutoff: float = PPV_CUTOFF,
 ) -> str:
     """The classifier report: data note, per-class table, per-fold table, figures."""
-    learned = summary.filter(pl.col("ppv_mean") > ppv_cutoff)["cell_type"].to_list()
+    learned = summary.filter(pl.col("ppv_above_cutoff"))["cell_type"].to_list()
+    undefined = summary.filter(pl.col("folds_with_predictions") < pl.col("folds"))
     parts = [
         "# Nucleus classifier: cross-validated evaluation",
         "",
@@ -183,13 +259,23 @@ def report_markdown(
         "## Per-class metrics on the test patients (mean ± std over folds)",
         "",
         "Accuracy is the recall of each class; PPV, NPV and prevalence are one-vs-rest "
-        "(§3). The paper's values are shown for the six classes it reports.",
+        "(§3). ± is the sample standard deviation (ddof = 1) over the folds in which the "
+        "metric is defined; a PPV is undefined in a fold that predicted no nucleus of the "
+        "class, and such folds are counted, not averaged in. Pooled PPV counts every fold's "
+        "test nuclei together; its interval is the 95 % Wilson interval. A class is flagged "
+        f"above the PPV cut-off of {ppv_cutoff} only with at least "
+        f"{MIN_PREDICTED_PER_FOLD} predicted nuclei in every fold. The paper's values are "
+        "shown for the six classes it reports.",
         "",
         metrics_table_markdown(summary, ppv_cutoff),
         "",
-        f"Classes with mean PPV above {ppv_cutoff}: "
-        + (", ".join(learned) if learned else "none") + ".",
+        f"Classes with mean PPV above {ppv_cutoff} (with at least {MIN_PREDICTED_PER_FOLD} "
+        "predicted nuclei in every fold): " + (", ".join(learned) if learned else "none") + ".",
         "",
+        *([("Never predicted in some fold (PPV undefined there): "
+            + ", ".join(f"{r['cell_type']} ({r['folds'] - r['folds_with_predictions']} of "
+                        f"{r['folds']} folds)" for r in undefined.iter_rows(named=True))
+            + "."), ""] if undefined.height else []),
         "## Folds",
         "",
         frame_markdown(overview),

@@ -58,15 +58,17 @@ def accuracy_figure(per_fold: pl.DataFrame, summary: pl.DataFrame) -> bytes:
 
 
 def ppv_npv_figure(summary: pl.DataFrame, cutoff: float = PPV_CUTOFF) -> bytes:
-    """Fig. 4: PPV, NPV and prevalence per class (mean ± std); classes whose mean PPV is not
-    above the cut-off are faded; the cut-off is a dashed line."""
-    names = summary["cell_type"].to_list()
+    """Fig. 4: PPV, NPV and prevalence per class (mean ± sample std over the folds where each is
+    defined); classes not flagged above the PPV cut-off (with enough predictions in every fold)
+    are faded; a class whose PPV some fold left undefined is labelled with the folds it has."""
+    names = [name if ppv_folds == folds else f"{name} (PPV {ppv_folds}/{folds} folds)"
+             for name, ppv_folds, folds in summary.select(
+                 "cell_type", "ppv_folds", "folds").iter_rows()]
     x = np.arange(len(names))
     width = 0.27
     fig = Figure(figsize=(10, 4))
     ax = fig.add_subplot()
-    ppv_mean = summary["ppv_mean"].fill_null(0.0).to_numpy()
-    learned = ppv_mean > cutoff
+    learned = summary["ppv_above_cutoff"].to_numpy()
     series = (("ppv", "PPV", "#1f77b4"), ("npv", "NPV", "#2ca02c"),
               ("prevalence", "Prev", "#ff7f0e"))
     for j, (metric, label, colour) in enumerate(series):
@@ -81,8 +83,9 @@ def ppv_npv_figure(summary: pl.DataFrame, cutoff: float = PPV_CUTOFF) -> bytes:
     ax.axhline(cutoff, color="red", linestyle="--", linewidth=1, label=f"PPV cut-off {cutoff}")
     ax.set_xticks(x, names, rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
-    ax.set_ylabel("mean ± std over folds")
-    ax.set_title("PPV, NPV and prevalence per class (faded: mean PPV below the cut-off)")
+    ax.set_ylabel("mean ± sample std over folds")
+    ax.set_title("PPV, NPV and prevalence per class (faded: not above the PPV cut-off in "
+                 "every fold)")
     ax.legend(loc="upper center", ncols=4, fontsize=8, bbox_to_anchor=(0.5, -0.32))
     return png_bytes(fig)
 

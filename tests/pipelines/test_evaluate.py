@@ -11,9 +11,11 @@ from pipelines.evaluate import (
     confusion_matrix,
     fold_metrics,
     fold_overview,
+    metrics_table_markdown,
     pick_map_slides,
     report_markdown,
     summarise_folds,
+    wilson_interval,
 )
 from pipelines.figures import (
     SlideMap,
@@ -122,3 +124,71 @@ def test_map_slides_take_the_largest_slide_of_each_site() -> None:
                                       "terminal_ileum"]})
     assert pick_map_slides(preds, manifest, n=2) == ["b", "a"]
     assert pick_map_slides(preds, manifest, n=3) == ["b", "a", "c"]
+
+
+def test_wilson_interval_matches_known_values() -> None:
+    low, high = wilson_interval(np.array([8, 0, 10, 0]), np.array([10, 5, 10, 0]))
+    assert low[0] == pytest.approx(0.4902, abs=1e-4)
+    assert high[0] == pytest.approx(0.9433, abs=1e-4)
+    assert low[1] == 0.0 and high[1] == pytest.approx(0.4345, abs=1e-4)
+    assert high[2] == pytest.approx(1.0) and low[2] == pytest.approx(0.7225, abs=1e-4)
+    assert np.isnan(low[3]) and np.isnan(high[3])  # no trials: no interval
+
+
+def _fold_rows(predicted: list[int], true_positive: list[int], support: int = 100,
+               n: int = 1000) -> pl.DataFrame:
+    """Per-fold metrics of one class ("fibroblast") from its counts, as class_metrics gives."""
+    frames = []
+    for fold, (pred, tp) in enumerate(zip(predicted, true_positive, strict=True)):
+        cm = np.zeros((2, 2), dtype=np.int64)
+        cm[0, 0], cm[0, 1] = tp, support - tp  # row: true fibroblast
+        cm[1, 0], cm[1, 1] = pred - tp, n - support - (pred - tp)
+        frames.append(class_metrics(cm, ["fibroblast", "other"]).with_columns(
+            pl.lit(fold, dtype=pl.Int16).alias("fold")))
+    return pl.concat(frames).filter(pl.col("cell_type") == "fibroblast")
+
+
+def test_a_fold_that_predicted_nothing_is_counted_not_averaged_away() -> None:
+    # The case seen in a demo report: 1, 0, 15, 80 and 2 predicted nuclei over five folds.
+    per_fold = _fold_rows([1, 0, 15, 80, 2], [1, 0, 14, 70, 2])
+    row = summarise_folds(per_fold).row(0, named=True)
+    assert row["folds"] == 5
+    assert row["folds_with_predictions"] == 4 and row["ppv_folds"] == 4
+    assert row["predicted_per_fold"] == "1 / 0 / 15 / 80 / 2"
+    ppvs = [1.0, 14 / 15, 70 / 80, 1.0]
+    assert row["ppv_mean"] == pytest.approx(np.mean(ppvs))
+    assert row["ppv_std"] == pytest.approx(np.std(ppvs, ddof=1))
+    assert row["ppv_pooled"] == pytest.approx(87 / 98)
+    low, high = wilson_interval(np.array([87]), np.array([98]))
+    assert (row["ppv_wilson_low"], row["ppv_wilson_high"]) == pytest.approx((low[0], high[0]))
+    # a high mean PPV from a handful of predictions is not "learned"
+    assert row["ppv_mean"] > 0.3 and row["ppv_above_cutoff"] is False
+    table = metrics_table_markdown(summarise_folds(per_fold))
+    assert "(4 of 5 folds)" in table and "too few (< 20 in a fold)" in table
+    assert "1 / 0 / 15 / 80 / 2" in table
+
+
+def test_ppv_cutoff_needs_twenty_predictions_in_every_fold() -> None:
+    enough = summarise_folds(_fold_rows([20, 25, 40, 30, 22], [10, 12, 20, 15, 11]))
+    assert enough["ppv_above_cutoff"].to_list() == [True]
+    thin = summarise_folds(_fold_rows([19, 25, 40, 30, 22], [10, 12, 20, 15, 11]))
+    assert thin["ppv_above_cutoff"].to_list() == [False]
+    low = summarise_folds(_fold_rows([50] * 5, [10] * 5))  # PPV 0.2 everywhere
+    assert low["ppv_above_cutoff"].to_list() == [False]
+
+
+def test_report_names_classes_never_predicted_in_a_fold() -> None:
+    preds = _predictions()
+    # fold 2 never predicts class 13 (leukocyte): its predictions become class 0
+    never = (pl.col("fold") == 2) & (pl.col("predicted_index") == 13)
+    preds = preds.with_columns(
+        pl.when(never).then(0).otherwise(pl.col("predicted_index"))
+        .cast(pl.Int16).alias("predicted_index"))
+    summary = summarise_folds(fold_metrics(preds))
+    leukocyte = summary.filter(pl.col("cell_type") == "leukocyte").row(0, named=True)
+    assert leukocyte["folds_with_predictions"] == 4 and leukocyte["ppv_folds"] == 4
+    text = report_markdown(summary, fold_overview(preds), [], {"data": "synthetic"})
+    assert "Never predicted in some fold (PPV undefined there): leukocyte (1 of 5 folds)." in text
+    assert "sample standard deviation (ddof = 1)" in text
+    assert "95 % Wilson interval" in text
+    assert ppv_npv_figure(summary).startswith(PNG)

@@ -301,8 +301,10 @@ def _captions() -> dict[str, tuple[str, str]]:
             "whisker = standard deviation, dots = single folds; dashed: chance level."),
         "fig4_ppv_npv_prevalence.png": (
             "PPV, NPV and prevalence (Fig. 4)",
-            "Mean ± std over folds; classes whose mean PPV is not above the 0.3 cut-off "
-            "(dashed red) are faded, as in the paper."),
+            "Mean ± sample std over the folds where each metric is defined; classes not "
+            "above the 0.3 PPV cut-off (dashed red) with at least 20 predicted nuclei in "
+            "every fold are faded; a class some fold never predicted is labelled with the "
+            "folds that have a PPV."),
         "fig5_slide_maps.png": (
             "Whole-slide maps (Fig. 5)",
             "Virtual H&E, MxIF-derived cell labels and predicted labels of test slides, "
