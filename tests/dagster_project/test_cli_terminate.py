@@ -41,7 +41,8 @@ def test_sigterm_stops_the_cli_and_its_workers_within_seconds(tmp_path: Path) ->
            if k not in (DATA_ROOT_ENV, "DAGSTER_HOME") and not k.startswith("NUCLEUS_SUBTYPING")}
     cli = Path(sys.executable).with_name("nucleus-subtyping")
     proc = subprocess.Popen([str(cli), "demo", "--run-config", config.name, "--only",
-                             "synthetic_cohort", "slide_manifest", "slide_image", "nucleus_mask"],
+                             "synthetic_cohort", "slide_manifest", "slide_image", "nucleus_mask",
+                             "virtual_he", "nucleus_features"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     # Wait until slides are being processed by worker processes.
@@ -55,6 +56,8 @@ def test_sigterm_stops_the_cli_and_its_workers_within_seconds(tmp_path: Path) ->
     assert proc.poll() is None and workers, "the chain ended before it could be terminated"
     time.sleep(2)
     workers |= _children(proc.pid)
+    # Three slide stages follow ingest, so the chain is still running when the signal goes.
+    assert proc.poll() is None, "the chain ended before it could be terminated"
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
