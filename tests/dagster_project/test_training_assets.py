@@ -75,6 +75,7 @@ def test_folds_training_and_report(data_root: DataLayout) -> None:
         meta = run.get_asset_materialization_events()[0].materialization.metadata
         assert meta["steps"].value == 4 and meta["best_step"].value == 4
         assert "| helper_t |" in meta["test_metrics"].value
+        assert "| predicted |" in meta["test_metrics"].value
         assert meta["train_class_counts"].value["stromal"] > 0
         state, info = load_model(fold_dir(data_root.models_dir, int(fold)))
         assert info["fold"] == int(fold) and "fc.weight" in state
@@ -91,6 +92,16 @@ def test_folds_training_and_report(data_root: DataLayout) -> None:
     text = report_path(data_root.reports_dir).read_text()
     assert "synthetic demo cohort" in text
     assert "| fibroblast |" in text and "2 of 5" in text
+    assert "sample standard deviation (ddof = 1)" in text and "95 % Wilson interval" in text
+    meta = run.get_asset_materialization_events()[0].materialization.metadata
+    header = meta["per_class"].value.splitlines()[0]
+    assert "predicted per fold" in header and "pooled PPV [95 % CI]" in header
+    assert header in text  # the Dagster preview and the report print the same table
+    # no class is flagged above the PPV cut-off on folds with fewer than 20 predicted nuclei
+    for line in text.splitlines():
+        if line.startswith("| ") and line.count("|") == 11 and "| yes |" in line:
+            per_fold = line.split("|")[5].split("/")
+            assert min(int(v) for v in per_fold) >= 20, line
     for name in ("fig3_accuracy.png", "fig4_ppv_npv_prevalence.png", "fig5_slide_maps.png",
                  "confusion_matrix.png", "validation_loss.png"):
         assert f"classifier/{name}" in text

@@ -136,8 +136,10 @@ def classifier(
 def classifier_evaluation(
     context: dg.AssetExecutionContext, data_root: DataRoot
 ) -> dg.MaterializeResult:
-    """Per-class accuracy, PPV, NPV and prevalence on every fold's test patients (mean ± std),
-    confusion matrix, Fig. 3/4/5-style figures, in reports/classifier_report.md."""
+    """Per-class accuracy, PPV, NPV and prevalence on every fold's test patients (mean ± sample
+    std over the folds where each is defined, predicted nuclei per fold, pooled PPV with its 95 %
+    Wilson interval), confusion matrix, Fig. 3/4/5-style figures, in
+    reports/classifier_report.md."""
     layout = data_root.layout
     started = time.perf_counter()
     evaluation = wiring.evaluate(layout, read_folds(folds_path(layout.root)))

@@ -159,8 +159,8 @@ def predict_fold(
 def fold_metrics_markdown(metrics: pl.DataFrame) -> str:
     from pipelines.evaluate import frame_markdown
 
-    return frame_markdown(metrics.select("cell_type", "support", "accuracy", "ppv", "npv",
-                                         "prevalence"))
+    return frame_markdown(metrics.select("cell_type", "support", "predicted", "accuracy",
+                                         "ppv", "npv", "prevalence"))
 
 
 def folds_preview(folds: pl.DataFrame, manifest: pl.DataFrame) -> pl.DataFrame:
