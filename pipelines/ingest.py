@@ -32,6 +32,7 @@ import tifffile
 import zarr
 
 from pipelines.errors import SlideInputError, StainError
+from pipelines.mibitiff import parse_mibi_description
 from pipelines.stains import canonical_stains, require_stains
 from storage.pixel_size import MPP_RANGE_UM, mpp_problem
 
@@ -431,6 +432,9 @@ class OmeTiffSource(SlideSource):
 
 
 def _page_name(page: Any) -> str | None:
+    mibi = parse_mibi_description(page.description)
+    if mibi is not None:  # an IONpath MIBItiff page: the target is the stain, without its mass
+        return mibi.target
     tag = page.tags.get("PageName")
     if tag is not None and str(tag.value).strip():
         return str(tag.value).strip()
@@ -467,6 +471,10 @@ class MultiPageTiffSource(SlideSource):
         self.height_px, self.width_px = (int(s) for s in pages[0].shape)
         self.dtype = np.result_type(*(np.dtype(p.dtype) for p in pages))
         self._names = self._stain_names(path, tif, pages)
+        mibi = [parse_mibi_description(p.description) for p in pages]
+        self.stain_masses_da = {
+            m.target: m.mass_da for m in mibi if m is not None and m.mass_da is not None
+        }
         self._open: tuple[int, Any, Any] | None = None
 
     @staticmethod
@@ -794,4 +802,16 @@ def describe(source: SlideSource) -> dict[str, str]:
         "format": source.format,
         "mpp_source": source.mpp_source,
         "source_stains": json.dumps(list(source.source_stains)),
+        **_mibi_masses(source),
     }
+
+
+def _mibi_masses(source: SlideSource) -> dict[str, str]:
+    """A MIBItiff's isotope mass (Da) per canonical stain, kept out of the stain names."""
+    masses = getattr(source, "stain_masses_da", None) or {}
+    by_stain = {
+        stain: masses[raw]
+        for raw, stain in zip(source.source_stains, source.stains, strict=True)
+        if raw in masses
+    }
+    return {"stain_masses_da": json.dumps(by_stain)} if by_stain else {}
