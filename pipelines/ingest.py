@@ -22,8 +22,8 @@ import math
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,6 +63,8 @@ class ReadParams:
     # A stain plane up to this size is decoded in one go (much faster for strip-based TIFFs);
     # larger planes are read window by window. 0 always reads window by window.
     whole_plane_bytes: int = WHOLE_PLANE_BYTES
+    # The user's own stain aliases (folded name -> stain), from `stains.check_user_aliases`.
+    stain_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 class StainWindow(NamedTuple):
@@ -187,7 +189,8 @@ class SlideSource(ABC):
         self.whole_plane_bytes = params.whole_plane_bytes
         self.tile_px = params.tile_px
         self.source_stains = tuple(str(n) for n in raw_names)
-        self.stains = tuple(canonical_stains(self.source_stains, source=str(self.path)))
+        self.stains = tuple(canonical_stains(
+            self.source_stains, source=str(self.path), aliases=params.stain_aliases))
         if params.required_stains:
             require_stains(self.stains, params.required_stains, source=str(self.path))
         self.mpp, self.mpp_source = resolve_mpp(
