@@ -78,6 +78,7 @@ class CohortConfig(_Section):
     manifest: str
     data_root: str = "data"
     inbox: str | None = None
+    stain_aliases: dict[str, str] = Field(default_factory=dict)  # alias -> stain, own panels
     segmentation: Segmentation = Segmentation()
     labels: Labels = Labels()
     virtual_he: VirtualHE = VirtualHE()
@@ -177,6 +178,8 @@ def run_config(config: CohortConfig) -> dict:
     slide_inputs = {"manifest_path": config.manifest}
     if config.inbox:
         slide_inputs["inbox_dir"] = config.inbox
+    if config.stain_aliases:
+        slide_inputs["stain_aliases"] = dict(config.stain_aliases)
     labels = {"auto_method": config.labels.auto_method,
               "catalog_rules_sql": config.labels.rule_file}
     if config.labels.thresholds_csv:

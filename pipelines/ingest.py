@@ -22,8 +22,8 @@ import math
 import re
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -32,6 +32,7 @@ import tifffile
 import zarr
 
 from pipelines.errors import SlideInputError, StainError
+from pipelines.mibitiff import parse_mibi_description
 from pipelines.stains import canonical_stains, require_stains
 from storage.pixel_size import MPP_RANGE_UM, mpp_problem
 
@@ -62,6 +63,8 @@ class ReadParams:
     # A stain plane up to this size is decoded in one go (much faster for strip-based TIFFs);
     # larger planes are read window by window. 0 always reads window by window.
     whole_plane_bytes: int = WHOLE_PLANE_BYTES
+    # The user's own stain aliases (folded name -> stain), from `stains.check_user_aliases`.
+    stain_aliases: Mapping[str, str] = field(default_factory=dict)
 
 
 class StainWindow(NamedTuple):
@@ -186,7 +189,8 @@ class SlideSource(ABC):
         self.whole_plane_bytes = params.whole_plane_bytes
         self.tile_px = params.tile_px
         self.source_stains = tuple(str(n) for n in raw_names)
-        self.stains = tuple(canonical_stains(self.source_stains, source=str(self.path)))
+        self.stains = tuple(canonical_stains(
+            self.source_stains, source=str(self.path), aliases=params.stain_aliases))
         if params.required_stains:
             require_stains(self.stains, params.required_stains, source=str(self.path))
         self.mpp, self.mpp_source = resolve_mpp(
@@ -431,6 +435,9 @@ class OmeTiffSource(SlideSource):
 
 
 def _page_name(page: Any) -> str | None:
+    mibi = parse_mibi_description(page.description)
+    if mibi is not None:  # an IONpath MIBItiff page: the target is the stain, without its mass
+        return mibi.target
     tag = page.tags.get("PageName")
     if tag is not None and str(tag.value).strip():
         return str(tag.value).strip()
@@ -467,6 +474,10 @@ class MultiPageTiffSource(SlideSource):
         self.height_px, self.width_px = (int(s) for s in pages[0].shape)
         self.dtype = np.result_type(*(np.dtype(p.dtype) for p in pages))
         self._names = self._stain_names(path, tif, pages)
+        mibi = [parse_mibi_description(p.description) for p in pages]
+        self.stain_masses_da = {
+            m.target: m.mass_da for m in mibi if m is not None and m.mass_da is not None
+        }
         self._open: tuple[int, Any, Any] | None = None
 
     @staticmethod
@@ -794,4 +805,16 @@ def describe(source: SlideSource) -> dict[str, str]:
         "format": source.format,
         "mpp_source": source.mpp_source,
         "source_stains": json.dumps(list(source.source_stains)),
+        **_mibi_masses(source),
     }
+
+
+def _mibi_masses(source: SlideSource) -> dict[str, str]:
+    """A MIBItiff's isotope mass (Da) per canonical stain, kept out of the stain names."""
+    masses = getattr(source, "stain_masses_da", None) or {}
+    by_stain = {
+        stain: masses[raw]
+        for raw, stain in zip(source.source_stains, source.stains, strict=True)
+        if raw in masses
+    }
+    return {"stain_masses_da": json.dumps(by_stain)} if by_stain else {}

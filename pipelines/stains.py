@@ -8,7 +8,8 @@ the lower-case canonical name, so `CD3d` is `cd3d` and `NaKATPase` is `nakatpase
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from pipelines.errors import StainError
 
@@ -61,15 +62,71 @@ def _fold(name: str) -> str:
     return re.sub(r"[\s_\-/]", "", name.strip().lower())
 
 
-def canonical_stain(name: str, *, strict: bool = False) -> str:
+@dataclass(frozen=True)
+class UserAlias:
+    """One alias a user adds for their panel; `where` names its CSV line or config key."""
+
+    alias: str
+    stain: str
+    where: str
+
+
+def check_user_aliases(rows: Sequence[UserAlias]) -> dict[str, str]:
+    """The user's aliases as a folded-name -> stain table, refused if they contradict.
+
+    One name for two stains (within the rows, or against the built-in table) and two spellings
+    of one stain (`cd3` where the table says `CD3`) raise a `StainError` naming the row.
+    """
+    canonical_by_fold = {_fold(c): c for c in set(_ALIASES.values())}
+    table: dict[str, tuple[str, str]] = {}
+    for row in rows:
+        alias, stain = row.alias.strip(), row.stain.strip()
+        if not alias or not stain:
+            raise StainError(f"{row.where}: an alias row needs both an alias and a stain.")
+        stain_key(stain)  # validates
+        target = _ALIASES.get(_fold(stain), stain)
+        if target != stain:
+            raise StainError(
+                f"{row.where}: {stain!r} is already a name for {target!r}; write {target!r} "
+                "as the stain so one stain keeps one name."
+            )
+        spelled = canonical_by_fold.get(_fold(stain))
+        if spelled is not None and spelled != stain:
+            raise StainError(
+                f"{row.where}: {stain!r} is spelled {spelled!r} in the stain table; use that."
+            )
+        folded = _fold(alias)
+        built_in = _ALIASES.get(folded)
+        if built_in is not None and built_in != stain:
+            raise StainError(
+                f"{row.where}: {alias!r} already means {built_in!r}; one name cannot mean "
+                f"{built_in!r} and {stain!r}. Remove the row."
+            )
+        if folded in table and table[folded][0] != stain:
+            earlier, where = table[folded]
+            raise StainError(
+                f"{row.where}: {alias!r} means {stain!r} here but {earlier!r} at {where}; "
+                "one name cannot mean two stains. Remove one of the rows."
+            )
+        table[folded] = (stain, row.where)
+        canonical_by_fold.setdefault(_fold(stain), stain)
+    return {folded: stain for folded, (stain, _) in table.items()}
+
+
+def canonical_stain(
+    name: str, *, strict: bool = False, aliases: Mapping[str, str] | None = None
+) -> str:
     """The canonical spelling of a stain name.
 
     Unknown names pass through trimmed (a lab's own stain is still a stain) unless `strict`,
     in which case they raise. Names that could never be a safe SQL column raise always.
+    `aliases` is a user table from `check_user_aliases`, consulted after the built-in one.
     """
     folded = _fold(name)
     if folded in _ALIASES:
         return _ALIASES[folded]
+    if aliases and folded in aliases:
+        return aliases[folded]
     if strict:
         raise StainError(
             f"Unknown stain {name!r}: add it to the alias table in pipelines/stains.py."
@@ -90,12 +147,14 @@ def stain_key(stain: str) -> str:
     return key
 
 
-def canonical_stains(names: Sequence[str], *, source: str) -> list[str]:
+def canonical_stains(
+    names: Sequence[str], *, source: str, aliases: Mapping[str, str] | None = None
+) -> list[str]:
     """Canonicalise a slide's stain list, refusing duplicates after aliasing.
 
     `source` names the slide or file in the error, so a user knows where to look.
     """
-    canonical = [canonical_stain(n) for n in names]
+    canonical = [canonical_stain(n, aliases=aliases) for n in names]
     seen: dict[str, str] = {}
     for raw, stain in zip(names, canonical, strict=True):
         if stain in seen:

@@ -115,5 +115,10 @@ class DataLayout:
     def retired_log(self) -> Path:
         return self.retired_dir / "retired_slides.parquet"
 
+    @property
+    def stain_aliases_csv(self) -> Path:
+        """The user's own stain aliases (`alias,stain`), read at ingest."""
+        return self.root / "stain_aliases.csv"
+
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage

@@ -86,7 +86,8 @@ def slide_image(
         row = _row_from_inputs(slide_inputs, layout, slide_id)
     final = layout.slide_zarr(slide_id)
     digest = content_sha256(as_path(row["path"]))
-    params = ReadParams(config.tile_px, tuple(slide_inputs.required_stains))
+    params = ReadParams(config.tile_px, tuple(slide_inputs.required_stains),
+                        stain_aliases=slide_inputs.aliases(layout))
     started = time.perf_counter()
     with local_copy(row["path"]) as local, \
             open_slide_source(local, mpp=row["mpp"], params=params) as source:

@@ -10,9 +10,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from pipelines.stains import UserAlias, check_user_aliases
 from storage.fs import as_path
 from storage.layout import DataLayout
 from storage.manifest import collect_manifest, collect_slides
+from storage.stain_aliases_csv import read_stain_aliases
 
 MANIFEST_ENV = "NUCLEUS_SUBTYPING_MANIFEST"
 INBOX_ENV = "NUCLEUS_SUBTYPING_INBOX"
@@ -25,6 +27,15 @@ class SlideInputs(dg.ConfigurableResource):
     inbox_dir: str = ""  # empty: $NUCLEUS_SUBTYPING_INBOX, else <root>/inbox
     settle_seconds: float = 10.0
     required_stains: list[str] = []  # noqa: RUF012 - pydantic copies defaults
+    # The user's own stain aliases (alias -> stain), checked together with <root>/stain_aliases.csv.
+    stain_aliases: dict[str, str] = {}  # noqa: RUF012 - pydantic copies defaults
+
+    def aliases(self, layout: DataLayout) -> dict[str, str]:
+        """The checked user alias table: the data root's CSV, then the config's entries."""
+        rows = [UserAlias(*row) for row in read_stain_aliases(layout.stain_aliases_csv)]
+        rows += [UserAlias(alias, stain, f"config stain_aliases[{alias!r}]")
+                 for alias, stain in self.stain_aliases.items()]
+        return check_user_aliases(rows)
 
     def manifest_file(self, layout: DataLayout) -> Path:
         chosen = self.manifest_path or os.environ.get(MANIFEST_ENV, "")
