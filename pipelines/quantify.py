@@ -9,8 +9,10 @@ weighted border length, solidity = area / pixels of the convex hull).
 How it stays fast: each tile's mask is cut into horizontal runs of one label; every stain is
 summed over the runs of the nuclei only (a compiled loop when numba is installed, about the
 cost of `image.sum()`; otherwise one `np.add.reduceat` per stain), and moments come from the
-runs in closed form. Partial sums of nuclei cut by tile borders are combined when the pass
-ends (memory: per-nucleus sums and row extents, about twice the size of the output table).
+runs in closed form. Tiles are read strip by strip; a nucleus whose rows all lie above the
+strip's last row is finished there (its convex hull counted, its row extents dropped), so only
+the nuclei crossing into the next strip keep their rows. Memory: one strip of tiles plus the
+per-nucleus sums (about the size of the output table).
 """
 
 from __future__ import annotations
@@ -181,24 +183,99 @@ def quantify_slide(
             f"Mask of slide {info.slide_id!r} is {mask.height_px}x{mask.width_px} px but the "
             f"slide is {info.height_px}x{info.width_px} px; re-run nucleus_mask for this slide."
         )
-    parts = [p for p in _tile_partials(slide, mask, params) if p.label.size]
+    closed = list(closed_strips(slide, mask, params))
+    parts = [c.part for c in closed if c.part.label.size]
     if not parts:
         return empty_features(info.stains)
-    return _features(_merge(parts), info.slide_id, info.mpp, info.stains, params.shape_features)
+    merged = _merge(parts)
+    merged = merged.take(np.argsort(merged.label, kind="stable"))
+    hull = None
+    if params.shape_features:
+        hull = _hull_by_label(merged.label, [c for c in closed if c.part.label.size], mask)
+    return _features(merged, info.slide_id, info.mpp, info.stains, hull)
 
 
-def _tile_partials(
+@dataclass
+class ClosedStrip:
+    """Nuclei finished after one strip of tiles: their sums (no row extents), convex hull
+    pixels (NaN without shape features) and how many nuclei stay open into later strips."""
+
+    part: _Partial
+    hull_px: np.ndarray
+    open_nuclei: int
+    open_rows: int
+
+
+def closed_strips(
+    slide: SlideTiles, mask: MaskTiles, params: QuantifyParams = QuantifyParams()
+) -> Iterator[ClosedStrip]:
+    """One pass over the tile strips. A nucleus whose rows all lie above the strip's last row
+    is finished (hull counted, rows dropped); only those touching that row stay open, so the
+    row extents held never exceed about one strip's nuclei."""
+    open_part: _Partial | None = None
+    height = mask.height_px
+    for y1, tiles in _strips(slide, mask, params):
+        parts = ([open_part] if open_part is not None else []) + [t for t in tiles if t.label.size]
+        if not parts:
+            continue
+        strip = _merge(parts)
+        done = (strip.bbox[:, 2] < y1 - 1) | (y1 >= height)
+        finished, open_part = strip.take(np.flatnonzero(done)), strip.take(np.flatnonzero(~done))
+        hull = np.full(finished.label.size, np.nan)
+        if finished.rows and finished.label.size:
+            order = np.argsort(finished.label, kind="stable")
+            finished = finished.take(order)
+            o = np.lexsort((finished.rows[1], finished.rows[0]))
+            rl, ry, xl, xr = (r[o] for r in finished.rows)
+            hull = convex_areas(finished.label, ry, xl, xr, rows_label=rl)
+        finished.rows = ()
+        yield ClosedStrip(finished, hull, int(open_part.label.size),
+                          int(open_part.rows[0].size) if open_part.rows else 0)
+
+
+def _strips(
     slide: SlideTiles, mask: MaskTiles, params: QuantifyParams
-) -> Iterator[_Partial]:
+) -> Iterator[tuple[int, list[_Partial]]]:
+    """(strip end row, partials of its tiles) for each row of tiles, top to bottom."""
     height, width = mask.height_px, mask.width_px
     halo = 2 if params.shape_features else 0
+    current: list[_Partial] = []
+    strip_y1 = None
     for tile in tile_grid(height, width, params.tile_px, 0):
+        if strip_y1 is not None and tile.y1 != strip_y1:
+            yield strip_y1, current
+            current = []
+        strip_y1 = tile.y1
         padded = _read_padded(mask, tile.y0, tile.x0, tile.y1, tile.x1, halo)
         labels = padded[halo : padded.shape[0] - halo, halo : padded.shape[1] - halo]
         if not labels.any():
             continue
         image = np.asarray(slide.read(tile.y0, tile.x0, tile.y1, tile.x1))
-        yield measure_tile(labels, image, tile.y0, tile.x0, padded if halo else None)
+        current.append(measure_tile(labels, image, tile.y0, tile.x0, padded if halo else None))
+    if strip_y1 is not None:
+        yield strip_y1, current
+
+
+def _hull_by_label(label: np.ndarray, closed: Sequence[ClosedStrip], mask: MaskTiles) -> np.ndarray:
+    """Hull pixels per (sorted) label. A label finished in more than one strip (pieces apart
+    by whole rows) is recounted from the mask inside its bounding box."""
+    names = np.concatenate([c.part.label for c in closed])
+    hull = np.concatenate([c.hull_px for c in closed])
+    uniq, first, counts = np.unique(names, return_index=True, return_counts=True)
+    out = hull[first][np.searchsorted(uniq, label)]
+    for lab in uniq[counts > 1]:
+        bbox = np.concatenate([c.part.bbox[c.part.label == lab] for c in closed])
+        y0, x0 = bbox[:, 0].min(), bbox[:, 1].min()
+        y1, x1 = bbox[:, 2].max() + 1, bbox[:, 3].max() + 1
+        window = np.asarray(mask.read(int(y0), int(x0), int(y1), int(x1))) == lab
+        ys = np.flatnonzero(window.any(axis=1))
+        xl = window[ys].argmax(axis=1)
+        xr = window.shape[1] - 1 - window[ys, ::-1].argmax(axis=1)
+        one = np.array([lab], dtype=np.int64)
+        out[np.searchsorted(label, lab)] = convex_areas(
+            one, (ys + y0).astype(np.int64), (xl + x0).astype(np.int64),
+            (xr + x0).astype(np.int64), rows_label=np.full(ys.size, lab, dtype=np.int64))[0]
+    return out
 
 
 def _read_padded(mask: MaskTiles, y0: int, x0: int, y1: int, x1: int, halo: int) -> np.ndarray:
@@ -394,10 +471,11 @@ def _merge(parts: Sequence[_Partial]) -> _Partial:
 
 
 def _features(
-    part: _Partial, slide_id: str, mpp: float, stains: Sequence[str], shape_features: bool
+    part: _Partial, slide_id: str, mpp: float, stains: Sequence[str],
+    hull_px: np.ndarray | None,
 ) -> pl.DataFrame:
-    order = np.argsort(part.label, kind="stable")
-    p = part.take(order) if not np.array_equal(order, np.arange(order.size)) else part
+    """Feature frame of merged nuclei sorted by label; hull_px aligned with part.label."""
+    p = part
     count = p.count
     sy, sx, syy, sxx, sxy = (p.moments[:, k] / count for k in range(5))
     cy, cx = sy, sx
@@ -410,10 +488,8 @@ def _features(
     with np.errstate(divide="ignore", invalid="ignore"):
         eccentricity = np.where(l1 > 0, np.sqrt(np.clip(1 - l2 / l1, 0, 1)), 0.0)
         means = (p.sums / count[:, None]).astype(np.float32)
-    if shape_features:
-        o = np.lexsort((p.rows[1], p.rows[0]))
-        rl, ry, xl, xr = (r[o] for r in p.rows)
-        solidity = count / convex_areas(p.label, ry, xl, xr, rows_label=rl)
+    if hull_px is not None:
+        solidity = count / hull_px
         perimeter = p.perimeter
     else:
         solidity = perimeter = np.full(count.size, np.nan)
