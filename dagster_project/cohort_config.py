@@ -52,6 +52,7 @@ class Labels(_Section):
 class VirtualHE(_Section):
     backend: Literal["beer_lambert", "cyclegan"] = "beer_lambert"
     missing_stains: Literal["error", "ignore"] = "error"
+    absorption_table: Literal["histology", "marker_tinted"] = "histology"  # Beer-Lambert only
 
 
 class Training(_Section):
@@ -188,7 +189,8 @@ def run_config(config: CohortConfig) -> dict:
         "ops": {
             "nucleus_mask": {"config": mask},
             "virtual_he": {"config": {"backend": config.virtual_he.backend,
-                                      "missing_stains": config.virtual_he.missing_stains}},
+                                      "missing_stains": config.virtual_he.missing_stains,
+                                      "absorption_table": config.virtual_he.absorption_table}},
             "classifier": {"config": classifier},
         },
         "resources": {

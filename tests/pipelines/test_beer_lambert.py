@@ -8,9 +8,13 @@ import pytest
 
 from pipelines.errors import ConfigurationError, StainError
 from pipelines.vhe.beer_lambert import (
+    DEFAULT_ABSORPTIONS,
     EOSIN_OD,
+    IMMUNE_IDENTITY_STAINS,
+    MARKER_TINTED_ABSORPTIONS,
     BeerLambertBackend,
     BeerLambertParams,
+    absorption_table,
     estimate_dye_vectors,
 )
 from tests.vhe_phantom import make_phantom
@@ -108,3 +112,30 @@ def test_default_eosin_vector_is_the_one_measured_on_real_colon_he():
     assert np.dot(hema, BeerLambertParams().hematoxylin_od) / np.linalg.norm(
         BeerLambertParams().hematoxylin_od
     ) > 0.98
+
+
+def test_immune_identity_adds_no_colour_by_default_but_does_in_marker_tinted(phantom):
+    """Lighting the CD3d..CD68 planes inside the tissue leaves the default rendering unchanged
+    (to rounding); the named "marker_tinted" table (the earlier one) turns them into eosin."""
+    immune = [phantom.stains.index(s) for s in IMMUNE_IDENTITY_STAINS]
+    lit = phantom.image.copy()
+    inside = np.zeros(phantom.labels.shape, bool)
+    inside[100:140, 120:200] = True  # lamina propria, well inside the tissue
+    bright = np.percentile(phantom.image[immune], 99.9)
+    lit[immune] = np.where(
+        inside, np.maximum(lit[immune], bright), lit[immune]
+    )
+    sample = phantom.image.reshape(len(phantom.stains), -1)
+    for name, changes in (("histology", False), ("marker_tinted", True)):
+        params = BeerLambertParams(absorptions=absorption_table(name))
+        backend = BeerLambertBackend(params).calibrate(sample, "phantom")
+        base = backend.render(phantom.image, phantom.stains, 0.32).astype(int)
+        diff = np.abs(backend.render(lit, phantom.stains, 0.32).astype(int) - base)
+        assert diff.max() > 10 if changes else diff.max() <= 1, (name, diff.max())
+    assert BeerLambertParams().absorptions == absorption_table("histology")
+    for stain in ("CgA", "CD68", "CD45"):
+        default = next(a for a in DEFAULT_ABSORPTIONS if a.stain == stain)
+        tinted = next(a for a in MARKER_TINTED_ABSORPTIONS if a.stain == stain)
+        assert default.eosin < tinted.eosin
+    with pytest.raises(ConfigurationError, match="marker_tinted"):
+        absorption_table("legacy")

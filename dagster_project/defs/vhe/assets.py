@@ -19,7 +19,7 @@ from pipelines.patches import (
     patch_table,
     plan_patches,
 )
-from pipelines.vhe.beer_lambert import BeerLambertBackend, BeerLambertParams
+from pipelines.vhe.beer_lambert import BeerLambertBackend, BeerLambertParams, absorption_table
 from pipelines.vhe.gallery import KEY_STAINS, gallery_png, green, thumbnail_png
 from pipelines.vhe.streaming import StreamParams, render_slide
 from storage.atomic import atomic_write_bytes
@@ -30,17 +30,20 @@ from storage.vhe_store import VirtualHELevel, create_vhe, open_vhe
 
 
 class VirtualHEConfig(dg.Config):
-    """backend: "beer_lambert" (no training) or "cyclegan" (needs the cyclegan_model asset)."""
+    """backend: "beer_lambert" (no training) or "cyclegan" (needs the cyclegan_model asset).
+    absorption_table: the Beer-Lambert stain -> dye table, "histology" or "marker_tinted"."""
 
     backend: str = "beer_lambert"
     tile_px: int = 1024
     device: str = "auto"
     missing_stains: str = "error"
+    absorption_table: str = "histology"
 
 
 def _backend(config: VirtualHEConfig, data_root: DataRoot):
     if config.backend == "beer_lambert":
-        return BeerLambertBackend(BeerLambertParams(missing=config.missing_stains))
+        table = absorption_table(config.absorption_table)
+        return BeerLambertBackend(BeerLambertParams(table, missing=config.missing_stains))
     if config.backend == "cyclegan":
         from pipelines.vhe.cyclegan.infer import load_backend
 
