@@ -11,6 +11,7 @@ an error naming the file. Relative paths are read from the config file's folder.
     labels: {rule_file: rules/mibi_breast.sql, auto_method: otsu_log1p, thresholds_csv: null}
     virtual_he: {backend: beer_lambert, missing_stains: ignore}
     training: {profile: demo, overrides: {steps: 300}}
+    he: {segmentation: {backend: he-classical}, harmonise: reinhard, classifier_root: ../data}
     run: {only: [slide_manifest, ..., nucleus_catalog], slides: [], workers: 2}
 """
 
@@ -69,6 +70,32 @@ class Training(_Section):
         return value
 
 
+class HESegmentation(_Section):
+    backend: str = "he-classical"  # a registered H&E backend, or import
+    settings: dict[str, float] = Field(default_factory=dict)  # the backend's own (µm)
+    import_path: str | None = None  # import: masks or QuPath GeoJSON, `{slide_id}` in the name
+    model_path: str | None = None  # a learned backend's weights
+    tile_px: int = Field(default=1024, ge=64)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from pipelines.segment.he import he_backend_names
+
+        if value not in he_backend_names():
+            raise ValueError(f"not allowed; expected one of {', '.join(he_backend_names())}")
+        return value
+
+
+class HESlides(_Section):
+    """Real H&E slides (manifest rows with modality he)."""
+
+    segmentation: HESegmentation = HESegmentation()
+    harmonise: Literal["none", "reinhard", "macenko"] = "reinhard"
+    classifier_root: str | None = None  # the data root whose trained folds classify them
+    device: str = "auto"
+
+
 class RunSelection(_Section):
     only: list[str] = Field(default_factory=list)  # empty: every asset but synthetic_cohort
     slides: list[str] = Field(default_factory=list)  # empty: every slide of the manifest
@@ -84,6 +111,7 @@ class CohortConfig(_Section):
     labels: Labels = Labels()
     virtual_he: VirtualHE = VirtualHE()
     training: Training = Training()
+    he: HESlides = HESlides()
     run: RunSelection = RunSelection()
 
 
@@ -155,7 +183,14 @@ def load_cohort_config(path: Path) -> CohortConfig:
                 raise CohortConfigError(
                     f"Cohort config {path}: labels.rule_file {config.labels.rule_file} is "
                     f"neither under {SQL_DIR} nor a file beside the config.")
+    he = config.he
+    if he.classifier_root:
+        he = he.model_copy(update={"classifier_root": _resolve(base, he.classifier_root)})
+    if he.segmentation.model_path:
+        he = he.model_copy(update={"segmentation": he.segmentation.model_copy(update={
+            "model_path": _resolve(base, he.segmentation.model_path)})})
     return config.model_copy(update={
+        "he": he,
         "manifest": resolved["manifest"],
         "data_root": _resolve(base, config.data_root),
         "inbox": _resolve(base, config.inbox) if config.inbox else None,
@@ -192,6 +227,7 @@ def run_config(config: CohortConfig) -> dict:
                                       "missing_stains": config.virtual_he.missing_stains,
                                       "absorption_table": config.virtual_he.absorption_table}},
             "classifier": {"config": classifier},
+            **_he_ops(config.he),
         },
         "resources": {
             "data_root": {"config": {"root": config.data_root}},
@@ -199,3 +235,21 @@ def run_config(config: CohortConfig) -> dict:
             "label_settings": {"config": labels},
         },
     }
+
+
+def _he_ops(he: HESlides) -> dict:
+    """Run config of the real-H&E assets."""
+    seg = he.segmentation
+    mask: dict[str, Any] = {"backend": seg.backend, "tile_px": seg.tile_px,
+                            "settings": dict(seg.settings)}
+    if seg.import_path:
+        mask["import_path"] = seg.import_path
+    if seg.model_path:
+        mask["model_path"] = seg.model_path
+    if he.device != "auto":
+        mask["device"] = he.device
+    inference: dict[str, Any] = {"harmonise": he.harmonise, "device": he.device}
+    if he.classifier_root:
+        inference["classifier_root"] = he.classifier_root
+    return {"he_nucleus_mask": {"config": mask},
+            "he_nucleus_inference": {"config": inference}}

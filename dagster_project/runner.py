@@ -113,19 +113,37 @@ def _partitions_name(partitions_def) -> str | None:
     return getattr(partitions_def, "name", None) or "folds"
 
 
+# Partitionings of side chains (the real H&E slides'): planned after the main chain, each asset
+# joining a stage of its partitioning at or after its inputs, so they never cut a main stage.
+SIDE_PARTITIONS: tuple[str, ...] = ("he_slides",)
+
+
 def plan_stages(loaded_defs) -> list[Stage]:
     """Group the asset graph into stages: a stage runs after every stage before it."""
     graph = loaded_defs.resolve_asset_graph()
     stages: list[Stage] = []
+    side = []
     for level in graph.toposorted_asset_keys_by_level:
         for key in sorted(level, key=lambda k: k.to_user_string()):
             if not graph.get(key).is_materializable:
                 continue
             name = _partitions_name(graph.get(key).partitions_def)
-            if stages and stages[-1].partitions == name:
+            if name in SIDE_PARTITIONS:
+                side.append((key, name))
+            elif stages and stages[-1].partitions == name:
                 stages[-1] = Stage(name, (*stages[-1].asset_keys, key.to_user_string()))
             else:
                 stages.append(Stage(name, (key.to_user_string(),)))
+    for key, name in side:
+        parents = {p.to_user_string() for p in graph.get(key).parent_keys}
+        after = max((i for i, st in enumerate(stages) if parents & set(st.asset_keys)),
+                    default=-1)
+        joinable = [i for i, st in enumerate(stages) if st.partitions == name and i >= after]
+        if joinable:
+            stage = stages[joinable[0]]
+            stages[joinable[0]] = Stage(name, (*stage.asset_keys, key.to_user_string()))
+        else:
+            stages.insert(after + 1, Stage(name, (key.to_user_string(),)))
     return stages
 
 

@@ -35,7 +35,7 @@ SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 # Empty tables stand in for optional datasets not yet written, so every view still binds.
 MANIFEST_COLUMNS = (
     "slide_id VARCHAR, patient_id VARCHAR, site VARCHAR, condition VARCHAR, path VARCHAR, "
-    "mpp DOUBLE, content_sha256 VARCHAR"
+    "mpp DOUBLE, modality VARCHAR, content_sha256 VARCHAR"
 )
 FEATURE_COLUMNS = "nucleus_id BIGINT, slide_id VARCHAR"
 THRESHOLD_COLUMNS = (
@@ -55,6 +55,9 @@ INFERENCE_COLUMNS = (
         "leukocyte"))
     + "models SMALLINT[]"
 )
+
+
+HE_INFERENCE_VIEW = "he_nucleus_inference"
 
 
 def quote_identifier(name: str) -> str:
@@ -102,6 +105,9 @@ def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
         ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
         ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
         ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir), INFERENCE_COLUMNS),
+        # real H&E slides: predictions only, apart from every MxIF view (no labels exist)
+        ParquetSource(HE_INFERENCE_VIEW, dataset_glob(layout.he.inference_dir),
+                      INFERENCE_COLUMNS),
     )
 
 

@@ -122,3 +122,10 @@ class DataLayout:
 
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
+
+    @property
+    def he(self) -> DataLayout:
+        """Real H&E slides' own tree (`he/`, the same folders as above): their stores, masks,
+        features and predictions stay apart from the MxIF cohort's, so no cohort-wide reader
+        (thresholds, labels, folds, training) ever sees them."""
+        return DataLayout(self.root / "he")

@@ -2,9 +2,11 @@
 
 Input manifests are CSV or Parquet with at least `slide_id` and `path` (relative to the
 manifest's folder, or absolute), optionally `patient_id`, `site`, `condition` and `mpp`
-(µm per pixel). Reading one validates it: slide ids that are unsafe (`../x`, `a/b`) or listed
-twice, paths listed twice or missing on disk, and an `mpp` outside `storage.pixel_size`'s range
-are refused with the file and row named. A slide with no `patient_id` counts as its own patient.
+(µm per pixel) and `modality` (`mxif`, the default, or `he` for a real H&E slide, which
+goes through the H&E chain and never into labels or training). Reading one validates it:
+slide ids that are unsafe (`../x`, `a/b`) or listed twice, paths listed twice or missing
+on disk, and an `mpp` outside `storage.pixel_size`'s range are refused with the file and row
+named. A slide with no `patient_id` counts as its own patient.
 
 The combined, hashed manifest is written to `layout.manifest_parquet` with the columns of
 `MANIFEST_SCHEMA`, `path` absolute.
@@ -32,6 +34,7 @@ MANIFEST_SCHEMA: dict[str, pl.DataType] = {
     "condition": pl.Utf8(),
     "path": pl.Utf8(),
     "mpp": pl.Float64(),
+    "modality": pl.Utf8(),
     "content_sha256": pl.Utf8(),
 }
 SOURCE_COLUMNS: tuple[str, ...] = tuple(c for c in MANIFEST_SCHEMA if c != "content_sha256")
@@ -39,6 +42,9 @@ REQUIRED_COLUMNS = ("slide_id", "path")
 # The values `site` and `condition` may take (empty: not known yet, refused only by fold_split).
 SITES: tuple[str, ...] = ("ascending_colon", "terminal_ileum")
 CONDITIONS: tuple[str, ...] = ("normal", "inactive_crohns", "active_crohns")
+# What kind of slide a row is: multiplexed immunofluorescence, or a real (RGB) H&E slide.
+MXIF, HE = "mxif", "he"
+MODALITIES: tuple[str, ...] = (MXIF, HE)
 
 
 class ManifestError(StorageError):
@@ -105,6 +111,7 @@ def _normalise(
             columns[name] = pl.Series(name, [None] * table.height, dtype=MANIFEST_SCHEMA[name])
     text = {n: columns[n].cast(pl.Utf8).str.strip_chars() for n in SOURCE_COLUMNS if n != "mpp"}
     text = {n: s.replace("", None) for n, s in text.items()}
+    text["modality"] = text["modality"].str.to_lowercase()
     mpp = columns["mpp"].cast(pl.Utf8).str.strip_chars().replace("", None)
     mpp_values = mpp.cast(pl.Float64, strict=False)
     rows = zip(text["slide_id"].to_list(), mpp.to_list(), mpp_values.to_list(), strict=True)
@@ -127,7 +134,7 @@ def _normalise(
             validate_slide_id(slide_id)
         except SlideIdError as exc:
             raise SlideIdError(f"{_row_label(origin, index)}: {exc}") from exc
-    for column, allowed in (("site", SITES), ("condition", CONDITIONS)):
+    for column, allowed in (("site", SITES), ("condition", CONDITIONS), ("modality", MODALITIES)):
         for index, (slide_id, value) in enumerate(frame.select("slide_id", column).iter_rows()):
             if value is not None and value not in allowed:
                 raise ManifestError(
@@ -138,6 +145,7 @@ def _normalise(
     frame = frame.with_columns(
         pl.Series("path", absolute, dtype=pl.Utf8),
         pl.coalesce("patient_id", "slide_id").alias("patient_id"),
+        pl.col("modality").fill_null(MXIF),
     )
     check_unique(frame, origin)
     if require_files:
@@ -222,7 +230,8 @@ def inbox_slides(
                 f"or list it in {inbox_dir / INBOX_MANIFEST} with a valid slide_id. ({exc})"
             )
             continue
-        rows.append({"slide_id": slide_id, "patient_id": slide_id, "path": str(entry)})
+        rows.append({"slide_id": slide_id, "patient_id": slide_id, "path": str(entry),
+                     "modality": MXIF})
     found = pl.DataFrame(rows, schema={c: MANIFEST_SCHEMA[c] for c in SOURCE_COLUMNS})
     frame = pl.concat([listed, found], how="vertical")
     check_unique(frame, inbox_dir)

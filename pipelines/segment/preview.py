@@ -18,3 +18,12 @@ def outline_overlay(nuclear: np.ndarray, labels: np.ndarray, max_px: int = 512) 
     rgb[find_boundaries(labels, mode="inner")] = OUTLINE_RGB
     step = max(1, int(np.ceil(max(labels.shape) / max_px)))
     return np.ascontiguousarray(rgb[::step, ::step])
+
+
+def rgb_outline_overlay(rgb: np.ndarray, labels: np.ndarray, max_px: int = 512) -> np.ndarray:
+    """(h, w, 3) uint8: an RGB image (H&E) with each nucleus's outline in yellow, downsampled
+    by an integer step to at most `max_px` a side."""
+    out = np.array(rgb, dtype=np.uint8, copy=True)
+    out[find_boundaries(labels, mode="inner")] = OUTLINE_RGB
+    step = max(1, int(np.ceil(max(labels.shape) / max_px)))
+    return np.ascontiguousarray(out[::step, ::step])

@@ -52,7 +52,8 @@ def test_slide_manifest_writes_parquet_and_registers_partitions(data_root):
     layout = DataLayout(data_root)
     frame = pl.read_parquet(layout.manifest_parquet)
     assert frame.columns == ["slide_id", "patient_id", "site", "condition", "path", "mpp",
-                             "content_sha256"]
+                             "modality", "content_sha256"]
+    assert frame["modality"].to_list() == ["mxif"] * 3
     assert frame["slide_id"].to_list() == ["field7", "s1", "s2"]
     assert frame["patient_id"].to_list() == ["field7", "p1", "p1"]
     assert frame["mpp"].to_list() == [None, 0.32, None]

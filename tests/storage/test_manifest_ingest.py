@@ -56,7 +56,7 @@ def test_parquet_manifest_with_only_required_columns(tmp_path):
     frame = read_manifest(tmp_path / "m.parquet")
     assert frame.row(0, named=True) == {"slide_id": "a", "patient_id": "a", "site": None,
                                         "condition": None, "path": str(tmp_path / "a.tif"),
-                                        "mpp": None}
+                                        "mpp": None, "modality": "mxif"}
 
 
 def test_same_slide_twice_is_refused_naming_both_lines(tmp_path):

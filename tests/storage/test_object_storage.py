@@ -230,7 +230,8 @@ def test_parquet_bytes_match_local(tmp_path, root):
 def test_manifest_folds_and_text_files(root):
     manifest = pl.DataFrame({"slide_id": ["S1"], "patient_id": ["P1"], "site": [None],
                              "condition": [None], "path": ["s3://in/S1.ome.tif"], "mpp": [0.5],
-                             "content_sha256": ["ab"]}, schema=MANIFEST_SCHEMA)
+                             "modality": ["mxif"], "content_sha256": ["ab"]},
+                            schema=MANIFEST_SCHEMA)
     write_manifest(manifest, DataLayout(str(root)).manifest_parquet)
     assert read_manifest_parquet(DataLayout(str(root)).manifest_parquet).equals(manifest)
     folds = pl.DataFrame({"patient_id": ["P1"], "fold": [0], "role": ["test"]})

@@ -5,10 +5,11 @@ through storage/. No science here."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 from torch import nn
 
@@ -30,7 +31,7 @@ from pipelines.inference import (
 from pipelines.patches import PATCH_MPP
 from storage import classifier_checkpoints as ckpt
 from storage.atomic import atomic_write_bytes
-from storage.catalog import layout_sources, refresh_sources
+from storage.catalog import ParquetSource, layout_sources, refresh_sources
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
 from storage.mask_store import MaskReader, open_mask
@@ -114,19 +115,24 @@ class SlideOutputs:
 
 
 def infer_slide(layout: DataLayout, slide_id: str, models: FoldModels,
-                params: InferenceParams, catalog_db: Path) -> SlideOutputs:
+                params: InferenceParams, catalog_db: Path,
+                catalog_source: ParquetSource | None = None,
+                transform: Callable[[np.ndarray], np.ndarray] | None = None) -> SlideOutputs:
     """Predict, then write the Parquet partition (and make it a view of the catalog at
-    `catalog_db` if that was built before the dataset existed), the map PNG and the QuPath
-    GeoJSON."""
+    `catalog_db` if that was built before the dataset existed: `catalog_source`, default the
+    layout's nucleus_inference), the map PNG and the QuPath GeoJSON. `transform` maps each
+    RGB window before patches are cut (stain harmonisation of real H&E)."""
     t0 = time.perf_counter()
     vhe, features = open_inputs(layout, slide_id)
     plan = plan_inference(slide_id, features, vhe.height_px, vhe.width_px, vhe.mpp, params)
-    prediction = predict_slide(vhe.read, plan, models.models, params)
+    read = vhe.read if transform is None else (
+        lambda y0, x0, y1, x1: transform(vhe.read(y0, x0, y1, x1)))
+    prediction = predict_slide(read, plan, models.models, params)
     frame = inference_frame(slide_id, prediction.nucleus_id, prediction.probabilities,
                             models.folds)
     parquet = write_slide_partition(layout.inference_dir, slide_id, frame)
-    refresh_sources(catalog_db, [s for s in layout_sources(layout)
-                                        if s.view == INFERENCE_VIEW])
+    refresh_sources(catalog_db, [catalog_source] if catalog_source else
+                    [s for s in layout_sources(layout) if s.view == INFERENCE_VIEW])
     t1 = time.perf_counter()
     map_bytes = _map(vhe, features, frame, slide_id, models.label)
     map_png = atomic_write_bytes(layout.figures_dir("inference") / f"{slide_id}.png", map_bytes)

@@ -15,12 +15,20 @@ from dagster_project.resources import DataRoot
 from pipelines.ingest import DEFAULT_TILE_PX, ReadParams, describe, open_slide_source
 from pipelines.stains import NUCLEAR_STAIN, canonical_stain
 from storage.fs import as_path, local_copy
-from storage.manifest import manifest_row, preview_markdown, with_content_hashes, write_manifest
+from storage.manifest import (
+    HE,
+    MXIF,
+    manifest_row,
+    preview_markdown,
+    with_content_hashes,
+    write_manifest,
+)
 from storage.slide_ingest import folder_bytes, is_current, write_slide
 from storage.slide_sources import content_sha256
 from storage.slide_store import SlideInfo, open_slide
 
-PREVIEW_COLUMNS = ["slide_id", "patient_id", "site", "condition", "mpp", "content_sha256", "path"]
+PREVIEW_COLUMNS = ["slide_id", "patient_id", "site", "condition", "mpp", "modality",
+                   "content_sha256", "path"]
 SLIDE_CHECK = "stains_canonical_with_dapi"
 
 
@@ -46,8 +54,11 @@ def slide_manifest(
     frame = with_content_hashes(found)
     write_manifest(frame, layout.manifest_parquet)
     ids = frame["slide_id"].to_list()
-    done = reconcile_slides(context.instance, layout, current=ids)
-    for record in done.retired:
+    mxif = frame.filter(frame["modality"] == MXIF)["slide_id"].to_list()
+    done = reconcile_slides(context.instance, layout, current=mxif)
+    he_done = reconcile_slides(context.instance, layout, current=sorted(set(ids) - set(mxif)),
+                               modality=HE)  # real H&E slides: the he_slides partitions
+    for record in done.retired + he_done.retired:
         context.log.warning(f"Slide {record.slide_id!r} left the manifest: partition deleted, "
                             f"outputs moved to {record.moved_to}.")
     return dg.MaterializeResult(
@@ -55,6 +66,7 @@ def slide_manifest(
             "slides": len(ids),
             "patients": frame["patient_id"].n_unique(),
             **done.metadata(),
+            "he_slides": len(ids) - len(mxif),
             "without_mpp": frame["mpp"].null_count(),
             "skipped": dg.MetadataValue.md("\n".join(f"- {p}" for p in skipped) or "none"),
             "n_skipped": len(skipped),

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import dagster as dg
 
 from dagster_project.defs.slides.resources import SlideInputs
-from dagster_project.partitions import slide_partitions
+from dagster_project.partitions import he_slide_partitions, slide_partitions
 from dagster_project.resources import DataRoot
 from storage.layout import DataLayout
+from storage.manifest import HE, MXIF
 from storage.retired_slides import RetiredSlide, retire_slide, slides_with_outputs
 
 DEPARTED = "not in the manifest nor the inbox any more"
@@ -66,6 +67,7 @@ def reconcile_slides(
     current: Sequence[str] | None = None,
     reason: str = DEPARTED,
     dry_run: bool = False,
+    modality: str = MXIF,
 ) -> SlideReconciliation:
     """Add a `slides` partition for each slide of the manifest and the inbox, delete those of
     departed slides and move their outputs aside under `layout.retired_dir`.
@@ -73,22 +75,26 @@ def reconcile_slides(
     `current` (slide ids) defaults to what `slide_inputs` (default: `SlideInputs()`) lists now,
     not waiting for inbox files to settle, so a slide being copied in is never retired.
     `dry_run` only reports what would change (the `retired` records then move nothing).
+    `modality` "he" does the same for the real H&E slides: `he_slides` partitions, outputs
+    under `layout.he`.
     """
+    partitions_def = he_slide_partitions if modality == HE else slide_partitions
+    outputs = layout.he if modality == HE else layout
     if current is None:
         frame = (slide_inputs or SlideInputs()).collect(layout, settle_seconds=0.0)
-        current = frame["slide_id"].to_list()
-    partitions = instance.get_dynamic_partitions(slide_partitions.name)
-    plan = plan_slides(current, partitions, sorted(slides_with_outputs(layout)))
+        current = frame.filter(frame["modality"] == modality)["slide_id"].to_list()
+    partitions = instance.get_dynamic_partitions(partitions_def.name)
+    plan = plan_slides(current, partitions, sorted(slides_with_outputs(outputs)))
     if dry_run:
         return SlideReconciliation(plan.add, tuple(
             RetiredSlide(s, "", reason, "", ()) for s in plan.retire), tuple(sorted(current)))
     if plan.add:
-        instance.add_dynamic_partitions(slide_partitions.name, list(plan.add))
+        instance.add_dynamic_partitions(partitions_def.name, list(plan.add))
     retired = []
     for slide_id in plan.retire:
         if slide_id in partitions:
-            instance.delete_dynamic_partition(slide_partitions.name, slide_id)
-        retired.append(retire_slide(layout, slide_id, reason))
+            instance.delete_dynamic_partition(partitions_def.name, slide_id)
+        retired.append(retire_slide(outputs, slide_id, reason))
     return SlideReconciliation(plan.add, tuple(retired), tuple(sorted(current)))
 
 
@@ -104,6 +110,10 @@ def reconcile_slides_op(context: dg.OpExecutionContext, config: ReconcileConfig,
     """The number of slides retired (or that would be, with dry_run), with what moved where."""
     done = reconcile_slides(context.instance, data_root.layout, slide_inputs,
                             dry_run=config.dry_run)
+    he_done = reconcile_slides(context.instance, data_root.layout, slide_inputs,
+                               dry_run=config.dry_run, modality=HE)
+    done = SlideReconciliation(done.added + he_done.added, done.retired + he_done.retired,
+                               done.slides + he_done.slides)
     for record in done.retired:
         context.log.warning(f"Slide {record.slide_id!r} left the manifest: "
                             + (f"outputs moved to {record.moved_to}." if record.moved_to

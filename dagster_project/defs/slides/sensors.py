@@ -5,7 +5,7 @@
 "downstream of slide_image AND dynamically partitioned" rather than a group or a list of names,
 so a later stage joins it just by being slide-partitioned and depending on the chain, while the
 unpartitioned and fold-partitioned assets further down (catalog, models, reports) stay out.
-(`slides` is the project's only dynamic partitions definition.)
+(The `he` group, real H&E slides on their own `he_slides` partitions, is left out.)
 """
 
 import hashlib
@@ -23,13 +23,13 @@ from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from storage.errors import StorageError
-from storage.manifest import inbox_slides
+from storage.manifest import MXIF, inbox_slides
 from storage.retired_slides import read_retired
 from storage.slide_sources import changed_slides
 
-SLIDE_STAGES = dg.AssetSelection.assets("slide_image").downstream() & dg.AssetSelection.from_string(
-    'partitions:"dynamic"'
-)
+SLIDE_STAGES = (dg.AssetSelection.assets("slide_image").downstream()
+                & dg.AssetSelection.from_string('partitions:"dynamic"')
+                ) - dg.AssetSelection.groups("he")
 
 process_slide_job = dg.define_asset_job(
     "process_slide_job",
@@ -65,6 +65,7 @@ def slide_inbox_sensor(
         return dg.SkipReason(f"Inbox {inbox} not readable: {exc}")
     for problem in problems:
         context.log.warning(problem)
+    frame = frame.filter(frame["modality"] == MXIF)  # H&E rows: the manifest's he_slides chain
     slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
     changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
     cursor = json.dumps(record, sort_keys=True)
