@@ -9,6 +9,8 @@ PAPER_RUN_CONFIG: dict = {
         "classifier": {"config": {"profile": "paper"}},
         # Full-size CycleGAN (ngf 64, 9 residual blocks, 224 px crops, 100k steps).
         "cyclegan_model": {"config": {"profile": "paper"}},
+        # he-learned H&E nucleus segmenter: wider U-Net, 256 px crops, 20k steps (GPU).
+        "he_nucleus_model": {"config": {"profile": "paper"}},
     }
 }
 

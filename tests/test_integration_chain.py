@@ -22,6 +22,7 @@ TINY = {
     "synthetic_cohort": {"config": {"n_patients": 14, "n_slides": 14, "slide_px": 256}},
     "cyclegan_model": {"config": {"steps": 3, "crop_px": 32}},
     "classifier": {"config": {"steps": 4, "batch_size": 8}},
+    "he_nucleus_model": {"config": {"steps": 2, "crop_px": 32, "batch_size": 2}},
 }
 
 

@@ -1,0 +1,1 @@
+"""H&E nucleus segmentation learnt by the project: the he_nucleus_model training asset."""
