@@ -2,9 +2,10 @@
 
 `demo` materialises every asset of the project in dependency order on the data root
 (default `./data`): unpartitioned assets once, slide-partitioned assets once per slide
-(up to --workers at once), fold-partitioned assets once per fold, one at a time (the `gpu`
-pool). A slide that fails is skipped in its later stages while the others go on; the run ends
-with a summary per stage and of every failed check, and exits non-zero when anything failed.
+(up to --workers runs at once, through the instance's run queue), fold-partitioned assets once
+per fold, one at a time (the `gpu` pool). A slide that fails is skipped in its later stages
+while the others go on; the run ends with a summary per stage and of every failed check, and
+exits non-zero when anything failed.
 It uses the same Dagster instance as `dg dev` (DAGSTER_HOME, default `data/.dagster`), so
 every run shows up in the UI afterwards.
 """
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--profile", choices=PROFILES, default="demo",
                       help="demo: minutes on a laptop CPU; paper: the paper's settings")
     demo.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                      help="processes for slide partitions (default: up to 2)")
+                      help="Dagster runs at once, e.g. slides (default: up to 2)")
     demo.add_argument("--only", nargs="*", default=(),
                       help="materialise only these asset keys (still in dependency order)")
     demo.add_argument("--run-config", type=Path, default=None, metavar="FILE",

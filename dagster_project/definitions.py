@@ -1,8 +1,12 @@
 """Entry point for `dg dev`, `dg launch` and `dg check defs`: every module under defs/ is loaded."""
 
+import warnings
 from pathlib import Path
 
 import dagster as dg
+
+# Dagster's own sensor copy passes its beta `owners` parameter; every run worker would print it.
+warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
 
 PROJECT_ROOT = Path(__file__).parent.parent
 

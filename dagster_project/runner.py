@@ -1,9 +1,10 @@
 """Run the whole chain, or part of it, as Dagster runs on the project's instance.
 
-The asset graph is cut into stages (consecutive assets that share one partitioning). Each stage
-becomes one Dagster run per partition, recorded in the instance with its logs (open it with
-`dg dev`). Up to `workers` runs of a slide stage execute at once, in worker processes; a stage
-with a pooled step (the `gpu` pool: classifier folds, inference) runs one partition at a time.
+The asset graph is cut into stages (assets that share one partitioning, each stage after every
+stage holding one of its inputs). Each stage becomes one Dagster run per partition, submitted to
+the instance's run queue and launched by Dagster (see `run_queue`), recorded in the instance
+with its logs (open it with `dg dev`). The queue runs up to `workers` of them at once; a
+`gpu`-pool step (classifier folds, inference) waits for the pool's single slot.
 
 A failure stops only what depends on it: a slide that fails a stage is skipped in that slide's
 later stages, and cohort-wide stages run on the slides that are complete and name the missing
@@ -13,22 +14,21 @@ ones. Failed asset checks of ERROR severity count as failures; WARN ones are lis
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-DEFINITIONS_MODULE = "dagster_project.definitions"
-DEFINITIONS_ATTRIBUTE = "defs"
-ASSET_JOB = "__ASSET_JOB"
+from dagster_project.run_queue import FailedCheck, RunQueue, RunResult, execution_config
+
 # Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
 LOG_LEVEL = os.environ.get("NUCLEUS_SUBTYPING_LOG_LEVEL", "WARNING")
+POLL_S = 0.5
+STAGE_TAG = "nucleus-subtyping/stage"
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,6 @@ class Stage:
     @property
     def label(self) -> str:
         return ", ".join(self.asset_keys)
-
-
-@dataclass(frozen=True)
-class FailedCheck:
-    asset_key: str
-    check_name: str
-    partition: str | None
-    message: str
-    warning: bool = False  # a WARN-severity check: listed, but the run still succeeds
 
 
 @dataclass
@@ -113,37 +104,33 @@ def _partitions_name(partitions_def) -> str | None:
     return getattr(partitions_def, "name", None) or "folds"
 
 
-# Partitionings of side chains (the real H&E slides'): planned after the main chain, each asset
-# joining a stage of its partitioning at or after its inputs, so they never cut a main stage.
-SIDE_PARTITIONS: tuple[str, ...] = ("he_slides",)
-
-
 def plan_stages(loaded_defs) -> list[Stage]:
-    """Group the asset graph into stages: a stage runs after every stage before it."""
+    """Group the asset graph into stages: a stage runs after every stage before it.
+
+    Assets are taken in dependency order; each joins the first stage of its partitioning that
+    comes at or after every stage holding one of its inputs, or starts a new stage at the end.
+    So an asset beside the main chain (a model trained on the slides, the real H&E slides'
+    chain) never cuts a run of slide stages in two.
+    """
     graph = loaded_defs.resolve_asset_graph()
     stages: list[Stage] = []
-    side = []
+    where: dict[str, int] = {}
     for level in graph.toposorted_asset_keys_by_level:
         for key in sorted(level, key=lambda k: k.to_user_string()):
-            if not graph.get(key).is_materializable:
+            node = graph.get(key)
+            if not node.is_materializable:
                 continue
-            name = _partitions_name(graph.get(key).partitions_def)
-            if name in SIDE_PARTITIONS:
-                side.append((key, name))
-            elif stages and stages[-1].partitions == name:
-                stages[-1] = Stage(name, (*stages[-1].asset_keys, key.to_user_string()))
-            else:
+            name = _partitions_name(node.partitions_def)
+            after = max((where[p.to_user_string()] for p in node.parent_keys
+                         if p.to_user_string() in where), default=0)
+            index = next((i for i in range(after, len(stages)) if stages[i].partitions == name),
+                         None)
+            if index is None:
                 stages.append(Stage(name, (key.to_user_string(),)))
-    for key, name in side:
-        parents = {p.to_user_string() for p in graph.get(key).parent_keys}
-        after = max((i for i, st in enumerate(stages) if parents & set(st.asset_keys)),
-                    default=-1)
-        joinable = [i for i, st in enumerate(stages) if st.partitions == name and i >= after]
-        if joinable:
-            stage = stages[joinable[0]]
-            stages[joinable[0]] = Stage(name, (*stage.asset_keys, key.to_user_string()))
-        else:
-            stages.insert(after + 1, Stage(name, (key.to_user_string(),)))
+                index = len(stages) - 1
+            else:
+                stages[index] = Stage(name, (*stages[index].asset_keys, key.to_user_string()))
+            where[key.to_user_string()] = index
     return stages
 
 
@@ -193,92 +180,24 @@ class Progress:
         self.out.flush()
 
 
-@dataclass(frozen=True)
-class RunResult:
-    partition: str | None
-    succeeded_assets: frozenset[str]
-    run_id: str
-    success: bool
-    failed_checks: tuple[FailedCheck, ...]
-
-
-_WORKER_DEFS = None
-
-
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _worker_init() -> None:
-    """A worker stops like the CLI does: SIGTERM interrupts its run (Dagster records the run as
-    ended), and it is sent SIGTERM if the CLI dies without a word (SIGKILL)."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _stop_workers(signum, frame) -> None:
-    """SIGTERM to the CLI: stop every worker's run, then interrupt the CLI itself."""
-    for child in multiprocessing.active_children():
-        child.terminate()
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def stop_on_sigterm() -> None:
-    """Terminate (the UI's, `timeout`'s, a scheduler's SIGTERM) ends a chain run in seconds."""
-    signal.signal(signal.SIGTERM, _stop_workers)
+    """Terminate (the UI's, `timeout`'s, a scheduler's SIGTERM) ends a chain run in seconds:
+    `run_stages` cancels the runs it submitted on the way out."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
 
 
-def _execute(stage: Stage, partition: str | None, run_config: dict) -> RunResult:
-    """One Dagster run on the instance: the stage's assets for one partition."""
-    import dagster as dg
-
-    global _WORKER_DEFS
-    if _WORKER_DEFS is None:
-        _WORKER_DEFS = load_definitions()
-    keys = [dg.AssetKey.from_user_string(k) for k in stage.asset_keys]
-    job_name = "chain__" + "__".join(k.replace("/", "_") for k in stage.asset_keys)[:200]
-    job = dg.define_asset_job(job_name, selection=dg.AssetSelection.assets(*keys),
-                              tags={"nucleus-subtyping/stage": stage.label[:200]})
-    merged = dg.Definitions.merge(_WORKER_DEFS, dg.Definitions(jobs=[job]))
-    result = merged.resolve_job_def(job_name).execute_in_process(
-        instance=dg.DagsterInstance.get(), partition_key=partition, run_config=run_config,
-        raise_on_error=False)
-    done = {e.step_key for e in result.get_step_success_events() if e.step_key}
-    succeeded = frozenset(k for k in stage.asset_keys
-                          if dg.AssetKey.from_user_string(k).to_python_identifier() in done)
-    checks = tuple(
-        FailedCheck(e.asset_key.to_user_string(), e.check_name, e.partition or partition,
-                    e.description or _check_message(e.metadata),
-                    warning=e.severity == dg.AssetCheckSeverity.WARN)
-        for e in result.get_asset_check_evaluations() if not e.passed)
-    return RunResult(partition, succeeded, result.run_id, result.success, checks)
-
-
-def _one_at_a_time(stage: Stage, loaded_defs) -> bool:
-    """A stage holding a pooled step (the `gpu` pool: classifier folds, inference) runs its
-    partitions one after another, as the instance's pool limit of one step asks."""
-    import dagster as dg
-
-    graph = loaded_defs.resolve_asset_graph()
-    return any(graph.get(dg.AssetKey.from_user_string(k)).pools for k in stage.asset_keys)
-
-
-def _check_message(metadata: Mapping) -> str:
-    return "; ".join(f"{k}={getattr(v, 'value', v)}" for k, v in metadata.items())[:300] or "-"
-
-
-def _partition_keys(stage: Stage, loaded_defs) -> list[str | None]:
+def _partition_keys(stage: Stage, loaded_defs, instance) -> list[str | None]:
     import dagster as dg
 
     if stage.partitions is None:
         return [None]
     graph = loaded_defs.resolve_asset_graph()
     partitions_def = graph.get(dg.AssetKey.from_user_string(stage.asset_keys[0])).partitions_def
-    instance = dg.DagsterInstance.get()
     return list(partitions_def.get_partition_keys(dynamic_partitions_store=instance))
 
 
@@ -336,65 +255,79 @@ def run_stages(
     slides: Iterable[str] = (),
     loaded_defs=None,
     out: TextIO = sys.stdout,
-    execute: Callable[[Stage, str | None, dict], RunResult] = _execute,
 ) -> ChainSummary:
-    """Run every stage in order, each partition as its own Dagster run; never stop early."""
+    """Run every stage in order, each partition as its own queued Dagster run; never stop
+    early. An interrupt (Ctrl-C, SIGTERM) cancels the runs in flight, then propagates."""
     loaded = loaded_defs if loaded_defs is not None else load_definitions()
     ledger = Ledger(loaded)
     only_slides = set(slides)
-    config = {**run_config,
+    config = {**run_config, **execution_config(),
               "loggers": {"console": {"config": {"log_level": LOG_LEVEL}}}}
     summary = ChainSummary()
     started = time.perf_counter()
-    for stage in stages:
-        keys = _partition_keys(stage, loaded)
-        if only_slides and stage.partitions == "slides":
-            keys = [k for k in keys if k in only_slides]
-        outcome = StageOutcome(stage, missing_slides=ledger.missing_slides(stage))
-        summary.stages.append(outcome)
-        runnable = []
-        for key in keys:
-            why = ledger.blocked_by(stage, key)
-            if why:
-                outcome.skipped[key or "-"] = why
-                ledger.record(stage, RunResult(key, frozenset(), "", False, ()))
-            else:
-                runnable.append(key)
-        print(f"[{time.perf_counter() - started:7.1f}s] {stage.label}: "
-              f"{len(runnable)} partition(s)" + (f", {len(outcome.skipped)} skipped"
-                                                 if outcome.skipped else ""), file=out, flush=True)
-        stage_started = time.perf_counter()
-        progress = Progress(stage.label, len(runnable), out)
-        stage_config = {**config, "ops": {k: v for k, v in run_config.get("ops", {}).items()
-                                          if k in stage.asset_keys}}
-
-        def run_one(key: str | None, stage=stage, stage_config=stage_config, progress=progress):
-            result = execute(stage, key, stage_config)
-            progress.step(result.success)
-            return result
-
-        if len(runnable) <= 1 or workers <= 1 or _one_at_a_time(stage, loaded):
-            results = [run_one(k) for k in runnable]
-        else:
-            # spawn, not fork: a forked copy of a process that already runs Dagster's threads
-            # can deadlock on a lock held by a thread that does not exist in the child.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(workers, len(runnable)), mp_context=context,
-                                     initializer=_worker_init) as pool:
-                results = []
-                for result in pool.map(execute, [stage] * len(runnable), runnable,
-                                       [stage_config] * len(runnable)):
-                    progress.step(result.success)
-                    results.append(result)
-        for result in results:
-            ledger.record(stage, result)
-            name = result.partition or "-"
-            if result.success:
-                outcome.succeeded.append(name)
-            else:
-                outcome.failed.append(name)
-                outcome.failed_run_ids.append(result.run_id)
-            summary.failed_checks.extend(result.failed_checks)
-        outcome.seconds = time.perf_counter() - stage_started
+    with RunQueue.open(workers) as queue:
+        for stage in stages:
+            keys = _partition_keys(stage, loaded, queue.instance)
+            if only_slides and stage.partitions == "slides":
+                keys = [k for k in keys if k in only_slides]
+            outcome = StageOutcome(stage, missing_slides=ledger.missing_slides(stage))
+            summary.stages.append(outcome)
+            runnable = []
+            for key in keys:
+                why = ledger.blocked_by(stage, key)
+                if why:
+                    outcome.skipped[key or "-"] = why
+                    ledger.record(stage, RunResult(key, frozenset(), "", False, ()))
+                else:
+                    runnable.append(key)
+            print(f"[{time.perf_counter() - started:7.1f}s] {stage.label}: "
+                  f"{len(runnable)} partition(s)" + (f", {len(outcome.skipped)} skipped"
+                                                     if outcome.skipped else ""),
+                  file=out, flush=True)
+            stage_started = time.perf_counter()
+            stage_config = {**config, "ops": {k: v for k, v in run_config.get("ops", {}).items()
+                                              if k in stage.asset_keys}}
+            results = _run_stage(queue, stage, runnable, stage_config,
+                                 Progress(stage.label, len(runnable), out))
+            for result in results:
+                ledger.record(stage, result)
+                name = result.partition or "-"
+                if result.success:
+                    outcome.succeeded.append(name)
+                else:
+                    outcome.failed.append(name)
+                    outcome.failed_run_ids.append(result.run_id)
+                summary.failed_checks.extend(result.failed_checks)
+            outcome.seconds = time.perf_counter() - stage_started
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _run_stage(queue: RunQueue, stage: Stage, partitions: Sequence[str | None], run_config: dict,
+               progress: Progress) -> list[RunResult]:
+    """Submit one run per partition, let the queue launch them, collect them as they end."""
+    tags = {STAGE_TAG: stage.label[:200]}
+    submitted: dict[str, str | None] = {}
+    try:
+        for partition in partitions:
+            submitted[queue.submit(stage.asset_keys, partition, run_config, tags)] = partition
+        results: dict[str, RunResult] = {}
+        while len(results) < len(submitted):
+            queue.tick()
+            for run_id, partition in submitted.items():
+                if run_id not in results and queue.ended(run_id):
+                    results[run_id] = queue.result(run_id, stage.asset_keys, partition)
+                    progress.step(results[run_id].success)
+            time.sleep(POLL_S)
+    except BaseException:
+        queue.cancel(list(submitted))
+        _wait_for_end(queue, list(submitted))
+        raise
+    return [results[run_id] for run_id in submitted]
+
+
+def _wait_for_end(queue: RunQueue, run_ids: Sequence[str], timeout_s: float = 15.0) -> None:
+    """Give canceled runs a moment to stop and be recorded as canceled."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not all(queue.ended(r) for r in run_ids):
+        time.sleep(POLL_S)

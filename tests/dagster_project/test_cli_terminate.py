@@ -1,5 +1,5 @@
-"""SIGTERM (the UI's Terminate, `timeout`, a scheduler) ends a chain run and its workers in
-seconds, and what was written stays consistent for the next run."""
+"""SIGTERM (the UI's Terminate, `timeout`, a scheduler) ends a chain run, its code server and
+its run workers in seconds, and what was written stays consistent for the next run."""
 
 import json
 import os
@@ -15,10 +15,22 @@ from dagster_project.resources import DATA_ROOT_ENV
 
 
 def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        found |= {int(p) for p in text}
+    """Every descendant: the code server and the run workers it launches."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                kids = {int(p) for p in (task / "children").read_text().split()}
+            except FileNotFoundError:
+                continue
+            todo.extend(kids - found)
+            found |= kids
     return found
 
 
@@ -45,7 +57,7 @@ def test_sigterm_stops_the_cli_and_its_workers_within_seconds(tmp_path: Path) ->
                              "virtual_he", "nucleus_features"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    # Wait until slides are being processed by worker processes.
+    # Wait until slides are being processed by run workers (beside the code server).
     deadline = time.monotonic() + 300
     workers: set[int] = set()
     while time.monotonic() < deadline and proc.poll() is None:
@@ -67,3 +79,13 @@ def test_sigterm_stops_the_cli_and_its_workers_within_seconds(tmp_path: Path) ->
     assert took < 20, f"took {took:.1f}s to stop"
     time.sleep(1)
     assert not [p for p in workers if _alive(p)], "worker processes outlived the CLI"
+    # Dagster recorded every run it was given as ended: none left queued or started.
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    with dg.DagsterInstance.from_ref(
+            InstanceRef.from_dir(str(tmp_path / "data" / ".dagster"))) as instance:
+        statuses = {r.status for r in instance.get_runs()}
+    assert statuses and statuses <= {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.CANCELED,
+                                     dg.DagsterRunStatus.FAILURE}, statuses
+    assert dg.DagsterRunStatus.CANCELED in statuses
