@@ -3,6 +3,9 @@ option away."""
 
 from __future__ import annotations
 
+# Sets the classifier's default training profile (pipelines/train/profiles.py).
+PROFILE_ENV = "NUCLEUS_SUBTYPING_TRAIN_PROFILE"
+
 PAPER_RUN_CONFIG: dict = {
     "ops": {
         # §2.4: 20,000 steps at batch 256 per fold (pipelines/train/profiles.py "paper").

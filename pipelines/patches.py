@@ -28,7 +28,6 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import torch
 from numpy.lib.stride_tricks import as_strided
 
 from pipelines.errors import ConfigurationError, SlideInputError
@@ -98,6 +97,8 @@ def resample_rgb(
         out = np.empty((dst_h, dst_w, 3), np.uint8)
     elif out.shape != (dst_h, dst_w, 3) or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError(f"out must be C-contiguous uint8 of shape {(dst_h, dst_w, 3)}.")
+    import torch  # here, so the modules that only need the patch geometry load without it
+
     # Interleaved (y, x, 3) in and out: as NCHW tensors both are channels_last, the layout the
     # uint8 kernel works in, so neither side needs a transposing copy.
     src = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)[None]

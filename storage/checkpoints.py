@@ -23,13 +23,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from storage.atomic import atomic_path
 from storage.errors import StoreLayoutError
 from storage.fs import StoragePath, as_path
+
+if TYPE_CHECKING:  # torch is imported by the functions that save or load tensors
+    import torch
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -63,6 +64,8 @@ def save_checkpoint(
 
     Tensors are moved to the CPU first, so a checkpoint written on a GPU loads anywhere.
     """
+    import torch
+
     directory = as_path(directory)
     sidecar = {
         "kind": kind,
@@ -113,6 +116,8 @@ def load_checkpoint(
     parts: Sequence[str] | None = None,
 ) -> Checkpoint:
     """Read a checkpoint written by `save_checkpoint`; `parts` keeps only the named state dicts."""
+    import torch
+
     directory = as_path(directory)
     sidecar = read_checkpoint_sidecar(directory, kind=kind)
     try:
@@ -211,6 +216,8 @@ def read_cyclegan_info(directory: str | Path) -> CycleGanInfo:
 
 
 def _to_cpu(state: Mapping[str, Any]) -> Any:
+    import torch
+
     if isinstance(state, torch.Tensor):
         return state.detach().cpu()
     if isinstance(state, Mapping):

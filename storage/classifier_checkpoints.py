@@ -18,9 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from storage.checkpoints import (
     checkpoint_exists,
@@ -30,6 +28,9 @@ from storage.checkpoints import (
 )
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, remove_tree
+
+if TYPE_CHECKING:  # torch is imported where weights are read, not to list trained folds
+    import torch
 
 MODEL_KIND = "classifier"
 TRAINING_KIND = "classifier_training"
@@ -43,6 +44,8 @@ def fold_dir(models_dir: Path, fold: int) -> Path:
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """A plain torch state-dict file (e.g. torchvision's ImageNet ResNet-18) on the CPU."""
+    import torch
+
     path = as_path(path)
     try:
         source = path if isinstance(path, Path) else io.BytesIO(path.read_bytes())

@@ -1,7 +1,8 @@
 """Named training settings: `paper` reproduces §2.4, `demo` fits five folds into minutes on CPU.
 
-Select one with the classifier_settings resource (`profile`), or the environment variable
-NUCLEUS_SUBTYPING_TRAIN_PROFILE; single fields can be overridden on top.
+Select one with the classifier asset's `profile` config, whose default the environment
+variable NUCLEUS_SUBTYPING_TRAIN_PROFILE sets (dagster_project/profiles.py); single fields can
+be overridden on top.
 """
 
 from __future__ import annotations
@@ -11,8 +12,6 @@ from typing import Any
 
 from pipelines.errors import ConfigurationError
 from pipelines.train.loop import TrainParams
-
-PROFILE_ENV = "NUCLEUS_SUBTYPING_TRAIN_PROFILE"
 
 PROFILES: dict[str, TrainParams] = {
     # §2.4: 20,000 steps at batch 256, Adam 1e-3, one-cycle, no augmentation.

@@ -47,7 +47,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck.torch, "save", broken_save)
+    monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         ck.save_checkpoint(tmp_path / "m", _states(1), {"step": 2}, kind="demo")
     monkeypatch.undo()

@@ -18,9 +18,6 @@ from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.evaluate import frame_markdown
-from pipelines.inference import InferenceParams
-from pipelines.train.loop import torch_threads
-from pipelines.train.predict import probability_columns
 from storage.parquet_dataset import read_slide_partition
 
 
@@ -59,6 +56,9 @@ def nucleus_inference(
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation | dg.AssetCheckResult]:
     """Predict the slide's nuclei (or, with only the check selected, check what is stored);
     without a trained fold and no fold chosen, an observation says why nothing was written."""
+    from pipelines.inference import InferenceParams  # torch loads in this step only
+    from pipelines.train.loop import torch_threads
+
     layout, slide_id = data_root.layout, context.partition_key
     if INFERENCE_KEY not in context.selected_asset_keys:
         yield _one_prediction_per_nucleus(layout, slide_id)
@@ -95,6 +95,8 @@ def nucleus_inference(
 
 def _one_prediction_per_nucleus(layout, slide_id: str) -> dg.AssetCheckResult:
     """Read back: every nucleus of nucleus_features once, probabilities summing to 1."""
+    from pipelines.train.predict import probability_columns
+
     stored = read_slide_partition(layout.inference_dir, slide_id)
     nuclei = read_slide_partition(layout.features_dir, slide_id)["nucleus_id"]
     same = stored.height == nuclei.len() and stored["nucleus_id"].n_unique() == stored.height \

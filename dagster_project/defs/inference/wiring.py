@@ -8,26 +8,14 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-from torch import nn
 
 from dagster_project.partitions import fold_partitions
 from pipelines.cell_types import CELL_TYPES, CLASS_COLOURS
 from pipelines.errors import ConfigurationError
-from pipelines.inference import (
-    InferenceParams,
-    OutlineTiling,
-    classifier_from_state,
-    inference_frame,
-    inference_map_png,
-    overview_rgb,
-    plan_inference,
-    predict_slide,
-    predicted_counts,
-    slide_outlines,
-)
 from pipelines.patches import PATCH_MPP
 from storage import classifier_checkpoints as ckpt
 from storage.atomic import atomic_write_bytes
@@ -38,6 +26,13 @@ from storage.mask_store import MaskReader, open_mask
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.qupath_geojson import NucleusObject, write_qupath_geojson
 from storage.vhe_store import VirtualHEReader, open_vhe
+
+# pipelines.inference (torch, torchvision, matplotlib, scikit-image) loads in the inference step,
+# not with the definitions every step process loads.
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipelines.inference import InferenceParams
 
 INFERENCE_VIEW = "nucleus_inference"
 
@@ -64,6 +59,8 @@ def waiting_for_classifier(layout: DataLayout, fold: int | None) -> str | None:
 
 def load_models(layout: DataLayout, fold: int | None) -> FoldModels:
     """Every trained fold's model (fold None), or the chosen fold's; clear errors otherwise."""
+    from pipelines.inference import classifier_from_state
+
     trained = ckpt.trained_folds(layout.models_dir)
     if fold is None:
         if not trained:
@@ -122,6 +119,13 @@ def infer_slide(layout: DataLayout, slide_id: str, models: FoldModels,
     `catalog_db` if that was built before the dataset existed: `catalog_source`, default the
     layout's nucleus_inference), the map PNG and the QuPath GeoJSON. `transform` maps each
     RGB window before patches are cut (stain harmonisation of real H&E)."""
+    from pipelines.inference import (
+        inference_frame,
+        plan_inference,
+        predict_slide,
+        predicted_counts,
+    )
+
     t0 = time.perf_counter()
     vhe, features = open_inputs(layout, slide_id)
     plan = plan_inference(slide_id, features, vhe.height_px, vhe.width_px, vhe.mpp, params)
@@ -156,6 +160,8 @@ def infer_slide(layout: DataLayout, slide_id: str, models: FoldModels,
 
 def _map(vhe: VirtualHEReader, features: pl.DataFrame, frame: pl.DataFrame, slide_id: str,
          models: str) -> bytes:
+    from pipelines.inference import inference_map_png, overview_rgb
+
     level = vhe.level_of(PATCH_MPP)
     h, w = vhe.shape(level)
     rgb, step = overview_rgb(lambda y0, x0, y1, x1: vhe.read(y0, x0, y1, x1, level), h, w)
@@ -171,6 +177,8 @@ def _objects(mask: MaskReader, features: pl.DataFrame, frame: pl.DataFrame,
              shapes: dict[str, int]) -> Iterator[NucleusObject]:
     """One QuPath detection per nucleus: its outline (else its centroid), predicted class,
     class colour and probability; `shapes` counts polygons and points."""
+    from pipelines.inference import OutlineTiling, slide_outlines
+
     nuclei = features.select(
         "nucleus_id", "label", "centroid_y_px", "centroid_x_px",
         "bbox_y0_px", "bbox_x0_px", "bbox_y1_px", "bbox_x1_px",

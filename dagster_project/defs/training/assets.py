@@ -14,11 +14,9 @@ import polars as pl
 
 from dagster_project.defs.training import wiring
 from dagster_project.partitions import fold_partitions
+from dagster_project.profiles import PROFILE_ENV
 from dagster_project.resources import DataRoot
 from pipelines.evaluate import frame_markdown, metrics_table_markdown
-from pipelines.train.loop import torch_threads
-from pipelines.train.model import RandomInitWarning
-from pipelines.train.profiles import PROFILE_ENV, training_profile
 from pipelines.train.split import SplitParams, check_folds, make_folds
 from storage.folds import folds_path, read_folds, write_folds
 from storage.manifest import read_manifest_parquet
@@ -87,6 +85,10 @@ def classifier(
 ) -> dg.MaterializeResult:
     """Train the fold's ResNet-18 on its train patients, keep the weights with the lowest
     validation loss, and predict every patch of its test patients."""
+    from pipelines.train.loop import torch_threads  # torch loads in this step only
+    from pipelines.train.model import RandomInitWarning
+    from pipelines.train.profiles import training_profile
+
     fold = int(context.partition_key)
     params = training_profile(config.profile, steps=config.steps, batch_size=config.batch_size,
                               augment=config.augment, device=config.device, seed=config.seed,

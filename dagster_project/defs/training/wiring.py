@@ -7,11 +7,10 @@ import base64
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
-from torch import nn
 
 from pipelines.cell_types import CELL_TYPES
 from pipelines.evaluate import (
@@ -23,17 +22,6 @@ from pipelines.evaluate import (
     report_markdown,
     summarise_folds,
 )
-from pipelines.figures import (
-    SlideMap,
-    accuracy_figure,
-    confusion_figure,
-    ppv_npv_figure,
-    slide_map_figure,
-    validation_figure,
-)
-from pipelines.train.loop import TrainParams, TrainResult, train_classifier
-from pipelines.train.model import build_classifier, describe_init, find_imagenet_weights
-from pipelines.train.predict import predict_source, prediction_frame
 from pipelines.train.split import ROLES, fold_patients
 from storage import classifier_checkpoints as ckpt
 from storage.classifier_report import asset_link, read_vhe_overview, write_report
@@ -49,6 +37,14 @@ from storage.parquet_dataset import (
 from storage.parquet_dataset import slide_ids as feature_slide_ids
 from storage.patch_chunks import PatchChunkReader
 from storage.patch_store import PatchStore
+
+# torch, torchvision and matplotlib load in the steps that train, predict or draw, not with the
+# definitions every step process loads.
+if TYPE_CHECKING:
+    from torch import nn
+
+    from pipelines.figures import SlideMap
+    from pipelines.train.loop import TrainParams, TrainResult
 
 
 @dataclass
@@ -66,6 +62,8 @@ class FoldInputs:
 
     @property
     def init(self) -> str:
+        from pipelines.train.model import describe_init
+
         return describe_init(self.weights)
 
     @property
@@ -76,6 +74,8 @@ class FoldInputs:
         return sum(s.n_rows for s in self.sources[role])
 
     def build_model(self, seed: int) -> nn.Module:
+        from pipelines.train.model import build_classifier
+
         state = ckpt.load_state_file(self.weights) if self.weights else None
         return build_classifier(len(self.store.cell_types), state, seed=seed)
 
@@ -86,6 +86,7 @@ class FoldInputs:
 
 
 def load_fold(layout: DataLayout, fold: int, weights: str | None) -> FoldInputs:
+    from pipelines.train.model import find_imagenet_weights
     from storage.folds import folds_path, read_folds
 
     manifest = read_manifest_parquet(layout.manifest_parquet)
@@ -110,6 +111,8 @@ def train_fold(
 ) -> TrainResult:
     """Train (resuming an interrupted run of the same settings and data), save the kept
     weights with their metadata, and leave `model` holding them."""
+    from pipelines.train.loop import train_classifier
+
     directory = inputs.directory
     fingerprint = inputs.fingerprint()
     state = ckpt.load_training_state(directory) if resume else None
@@ -142,6 +145,8 @@ def predict_fold(
 ) -> tuple[pl.DataFrame, int]:
     """Predict every patch of the fold's test slides, write the slides' prediction
     partitions; returns the fold's per-class test metrics and the number of nuclei."""
+    from pipelines.train.predict import predict_source, prediction_frame
+
     frames = []
     for source in inputs.sources["test"]:
         slide = source.slide
@@ -205,6 +210,8 @@ def _test_predictions(layout: DataLayout, folds: pl.DataFrame,
 
 def _slide_maps(layout: DataLayout, predictions: pl.DataFrame, manifest: pl.DataFrame,
                 notes: list[str]) -> list[SlideMap]:
+    from pipelines.figures import SlideMap
+
     with_features = set(feature_slide_ids(layout.features_dir))
     candidates = predictions.filter(pl.col("slide_id").is_in(list(with_features)))
     if candidates.height == 0:
@@ -228,6 +235,14 @@ def _slide_maps(layout: DataLayout, predictions: pl.DataFrame, manifest: pl.Data
 
 def evaluate(layout: DataLayout, folds: pl.DataFrame) -> Evaluation:
     """Metrics, figures and the Markdown report for every fold's test predictions."""
+    from pipelines.figures import (
+        accuracy_figure,
+        confusion_figure,
+        ppv_npv_figure,
+        slide_map_figure,
+        validation_figure,
+    )
+
     notes: list[str] = []
     manifest = read_manifest_parquet(layout.manifest_parquet)
     predictions = _test_predictions(layout, folds, manifest)

@@ -7,13 +7,11 @@ there (resume=True) until the profile's total step count.
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from dagster_project.resources import DataRoot
-from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
-from pipelines.vhe.cyclegan.model import torch_threads
-from pipelines.vhe.cyclegan.train import PROFILES, TrainingLog, TrainParams, train
 from storage.checkpoints import (
     checkpoint_exists,
     load_cyclegan_checkpoint,
@@ -24,6 +22,10 @@ from storage.he_tiles import HeTileFolder, write_rgb_png
 from storage.layout import DataLayout
 from storage.manifest import read_manifest_parquet
 from storage.slide_store import SlideReader, open_slide
+
+# The CycleGAN modules (torch) load in the training step, not with the definitions.
+if TYPE_CHECKING:
+    from pipelines.vhe.cyclegan.train import TrainingLog, TrainParams
 
 # The shared folder of real colon H&E tiles beside the project; never copied into it.
 DEFAULT_HE_TILES = str(Path("..") / "shared" / "data" / "real_he_colon_tiles")
@@ -60,6 +62,10 @@ def cyclegan_model(
     context: dg.AssetExecutionContext, config: CycleGanConfig, data_root: DataRoot
 ) -> dg.MaterializeResult:
     """A CycleGAN checkpoint (models/cyclegan) and a preview PNG of MxIF -> virtual H&E."""
+    from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
+    from pipelines.vhe.cyclegan.model import torch_threads
+    from pipelines.vhe.cyclegan.train import train
+
     layout, he_dir = data_root.layout, Path(config.he_tiles_dir)
     if not he_dir.is_dir():
         context.log.warning(f"No real H&E tiles at {he_dir.resolve()}; CycleGAN not trained.")
@@ -77,7 +83,7 @@ def cyclegan_model(
     extra = {"profile": config.profile, "slide_ids": [s.info.slide_id for s in slides],
              "he_tiles": len(he), "he_tiles_dir": str(he_dir)}
 
-    def save(_trainer: object, lg: TrainingLog) -> None:
+    def save(_trainer: object, lg: "TrainingLog") -> None:
         states, info = checkpoint_payload(run, lg, {**extra, "seconds": round(lg.seconds, 2)})
         save_cyclegan_checkpoint(out, states, info)
 
@@ -100,8 +106,10 @@ def cyclegan_model(
     })
 
 
-def _profile(config: CycleGanConfig) -> tuple[dict[str, int], TrainParams, int]:
+def _profile(config: CycleGanConfig) -> tuple[dict[str, int], "TrainParams", int]:
     """Architecture, training parameters and CPU threads: the profile's, with overrides."""
+    from pipelines.vhe.cyclegan.train import PROFILES
+
     if config.profile not in PROFILES:
         raise dg.Failure(f"Unknown CycleGAN profile {config.profile!r}; use {sorted(PROFILES)}.")
     profile = PROFILES[config.profile]
