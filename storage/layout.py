@@ -90,6 +90,19 @@ class DataLayout:
     def qupath_dir(self) -> Path:
         return self.root / "exports" / "qupath"
 
+    def anndata_slide(self, slide_id: str) -> Path:
+        """One slide's nuclei as AnnData (storage/anndata_file.py)."""
+        return self.root / "exports" / "anndata" / "slides" / f"{validate_slide_id(slide_id)}.h5ad"
+
+    @property
+    def anndata_cohort(self) -> Path:
+        """Every slide's nuclei in one AnnData file."""
+        return self.root / "exports" / "anndata" / "cohort.h5ad"
+
+    def ome_zarr(self, slide_id: str) -> Path:
+        """One slide as OME-NGFF: image, nucleus labels, virtual H&E (storage/ome_zarr.py)."""
+        return self.root / "exports" / "ome_zarr" / f"{validate_slide_id(slide_id)}.ome.zarr"
+
     @property
     def patch_store(self) -> Path:
         return self.root / "patches.zarr"
