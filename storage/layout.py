@@ -99,9 +99,10 @@ class DataLayout:
         """Every slide's nuclei in one AnnData file."""
         return self.root / "exports" / "anndata" / "cohort.h5ad"
 
-    def ome_zarr(self, slide_id: str) -> Path:
-        """One slide as OME-NGFF: image, nucleus labels, virtual H&E (storage/ome_zarr.py)."""
-        return self.root / "exports" / "ome_zarr" / f"{validate_slide_id(slide_id)}.ome.zarr"
+    def ome_zarr_dir(self, slide_id: str) -> Path:
+        """One slide as OME-NGFF images (`mxif.ome.zarr`, `virtual_he.ome.zarr`), each with
+        the nucleus labels (storage/ome_zarr.py)."""
+        return self.root / "exports" / "ome_zarr" / validate_slide_id(slide_id)
 
     @property
     def patch_store(self) -> Path:

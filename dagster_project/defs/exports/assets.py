@@ -1,9 +1,11 @@
-"""Per-nucleus AnnData files, per slide and for the cohort, for scanpy, squidpy and SCIMAP.
+"""Exports for the ecosystem's tools: AnnData tables (scanpy, squidpy, SCIMAP) and OME-NGFF
+images (napari, QuPath).
 
 `nucleus_anndata` writes exports/anndata/slides/<slide_id>.h5ad from the slide's Parquet
 partitions (storage/anndata_file.py says what goes where); `cohort_anndata` stacks every
 slide's file into exports/anndata/cohort.h5ad. Predictions join in once the slide was inferred:
-re-materialise the slide after nucleus_inference to add them.
+re-materialise the slide after nucleus_inference to add them. `slide_ome_zarr` (on request
+only: it copies the slide's pixels) writes exports/ome_zarr/<slide_id>/ (storage/ome_zarr.py).
 """
 
 import time
@@ -16,6 +18,15 @@ from dagster_project.defs.labels.assets import markdown_table
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from storage.anndata_file import NucleusTable, read_nucleus_table
+from storage.ome_zarr import DEFAULT_TILE_PX
+
+
+class OmeZarrConfig(dg.Config):
+    """tile_px: edge of the windows written at a time and of the chunks (the slide store's
+    1024 px chunks are then each read once)."""
+
+    tile_px: int = DEFAULT_TILE_PX
+
 
 EXAMPLE = "`import anndata as ad; adata = ad.read_h5ad({path!r})`"
 
@@ -65,4 +76,22 @@ def cohort_anndata(context: dg.AssetExecutionContext, data_root: DataRoot
         **_metadata(table, path, start), "n_slides": len(present),
         "slides_without_file": len(slides) - len(present),
         "per_slide": dg.MetadataValue.md(markdown_table(per_slide)),
+    })
+
+
+@dg.asset(partitions_def=slide_partitions, group_name="exports", kinds={"zarr"},
+          deps=["slide_image", "nucleus_mask", "virtual_he"])
+def slide_ome_zarr(context: dg.AssetExecutionContext, config: OmeZarrConfig,
+                   data_root: DataRoot) -> dg.MaterializeResult:
+    """The slide and its virtual H&E as OME-NGFF 0.4 pyramids, nucleus labels in each."""
+    slide_id, layout, start = context.partition_key, data_root.layout, time.perf_counter()
+    out = wiring.write_slide_ome_zarr(layout, slide_id, config.tile_px)
+    return dg.MaterializeResult(metadata={
+        "mxif": dg.MetadataValue.path(str(out.mxif.path)),
+        "virtual_he": dg.MetadataValue.path(str(out.virtual_he.path)),
+        "stains": ", ".join(out.stains), "levels": len(out.mxif.level_shapes),
+        "level_shapes": str(list(out.mxif.level_shapes)),
+        "chunks_written": out.mxif.n_chunks + out.virtual_he.n_chunks,
+        "seconds": round(time.perf_counter() - start, 2),
+        "example": dg.MetadataValue.md(f"`napari --plugin napari-ome-zarr {out.mxif.path}`"),
     })
