@@ -35,7 +35,7 @@ def nucleus_table(
                               "slide_manifest (or add the slide to the manifest CSV) first.")
     stains = feature_stains(features)  # stain_key -> canonical stain
     keys = list(stains)
-    ids = features.select("nucleus_id")
+    ids = features.select("nucleus_id", "label")
     obs = ids.join(labels.select("nucleus_id", "cell_type", "excluded_at_step",
                                  "threshold_version"), on="nucleus_id", how="left",
                    maintain_order="left")

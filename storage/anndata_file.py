@@ -31,6 +31,7 @@ from storage.fs import StoragePath, as_path, local_copy
 # obs columns, in order; text columns become categoricals in the file.
 OBS_SCHEMA: dict[str, pl.DataType] = {
     "nucleus_id": pl.Int64(),
+    "label": pl.Int32(),  # the nucleus's value in the mask (and in the OME-Zarr labels)
     "slide_id": pl.Utf8(),
     "patient_id": pl.Utf8(),
     "site": pl.Utf8(),

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from dagster_project.defs.exports.assets import cohort_anndata, nucleus_anndata
+from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.resources import DataRoot
 from pipelines.cell_types import CELL_TYPES, CLASS_INDEX
 from pipelines.errors import SlideInputError
@@ -75,7 +76,8 @@ def stage(tmp_path) -> tuple[DataLayout, dg.DagsterInstance]:
 
 
 def _materialise(layout: DataLayout, instance: dg.DagsterInstance) -> None:
-    resources = {"data_root": DataRoot(root=str(layout.root))}
+    resources = {"data_root": DataRoot(root=str(layout.root)),
+                 "slide_inputs": SlideInputs(settle_seconds=0.0)}
     for slide_id in SLIDES:
         result = dg.materialize([nucleus_anndata], partition_key=slide_id, instance=instance,
                                 resources=resources)
@@ -106,6 +108,7 @@ def test_slide_files_hold_the_parquet_values(stage) -> None:
         want = _expected_obs(layout, slide_id)
         assert list(adata.obs_names) == [str(i) for i in features["nucleus_id"]]
         assert adata.obs["nucleus_id"].tolist() == features["nucleus_id"].to_list()
+        assert adata.obs["label"].tolist() == features["label"].to_list()
         got_type = adata.obs["cell_type"].astype(object)
         assert [None if pd.isna(v) else v for v in got_type] == want["cell_type"].to_list()
         step = adata.obs["excluded_at_step"]

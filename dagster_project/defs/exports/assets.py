@@ -15,6 +15,8 @@ import dagster as dg
 from dagster_project.automation import COHORT_VIEW, SLIDE_STAGE
 from dagster_project.defs.exports import wiring
 from dagster_project.defs.labels.assets import markdown_table
+from dagster_project.defs.slides.resources import SlideInputs
+from dagster_project.defs.slides.sensors import ON_REQUEST
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from storage.anndata_file import NucleusTable, read_nucleus_table
@@ -48,11 +50,11 @@ def _metadata(table: NucleusTable, path, start: float) -> dict:
     automation_condition=SLIDE_STAGE,
     check_specs=[dg.AssetCheckSpec("reads_back_as_written", asset="nucleus_anndata")],
 )
-def nucleus_anndata(context: dg.AssetExecutionContext, data_root: DataRoot
-                    ) -> dg.MaterializeResult:
+def nucleus_anndata(context: dg.AssetExecutionContext, data_root: DataRoot,
+                    slide_inputs: SlideInputs) -> dg.MaterializeResult:
     """One slide's nuclei as AnnData: X mean intensities, obs labels, obsm spatial in µm."""
     slide_id, layout, start = context.partition_key, data_root.layout, time.perf_counter()
-    table, path = wiring.write_slide_table(layout, slide_id)
+    table, path = wiring.write_slide_table(layout, slide_id, slide_inputs)
     back = read_nucleus_table(path)
     same = back.obs.equals(table.obs) and back.stains == table.stains
     return dg.MaterializeResult(
@@ -80,7 +82,7 @@ def cohort_anndata(context: dg.AssetExecutionContext, data_root: DataRoot
 
 
 @dg.asset(partitions_def=slide_partitions, group_name="exports", kinds={"zarr"},
-          deps=["slide_image", "nucleus_mask", "virtual_he"])
+          deps=["slide_image", "nucleus_mask", "virtual_he"], tags=ON_REQUEST)
 def slide_ome_zarr(context: dg.AssetExecutionContext, config: OmeZarrConfig,
                    data_root: DataRoot) -> dg.MaterializeResult:
     """The slide and its virtual H&E as OME-NGFF 0.4 pyramids, nucleus labels in each."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from dagster_project.defs.slides.resources import SlideInputs
 from pipelines.nucleus_table import concat_tables, nucleus_table
 from pipelines.stains import NUCLEAR_STAIN
 from storage.anndata_file import NucleusTable, read_nucleus_table, write_nucleus_h5ad
@@ -21,7 +22,18 @@ from storage.vhe_store import open_vhe
 MXIF_NAME, VHE_NAME = "mxif.ome.zarr", "virtual_he.ome.zarr"
 
 
-def slide_table(layout: DataLayout, slide_id: str) -> NucleusTable:
+def slide_row(layout: DataLayout, slide_id: str, inputs: SlideInputs) -> dict | None:
+    """The slide's manifest row; for a slide the inbox sensor found since the manifest was
+    last written, its row from the slide inputs (as slide_image does)."""
+    row = manifest_row(layout.manifest_parquet, slide_id)
+    if row is not None:
+        return row
+    frame, _ = inputs.collect_skipping(layout, settle_seconds=0.0)
+    rows = frame.filter(frame["slide_id"] == slide_id).to_dicts()
+    return rows[0] if rows else None
+
+
+def slide_table(layout: DataLayout, slide_id: str, inputs: SlideInputs) -> NucleusTable:
     """The slide's table from its Parquet partitions; predictions join in where the slide was
     inferred (nucleus_inference), and stay empty otherwise."""
     inferred = partition_path(layout.inference_dir, slide_id).exists()
@@ -30,13 +42,14 @@ def slide_table(layout: DataLayout, slide_id: str) -> NucleusTable:
         read_slide_partition(layout.features_dir, slide_id),
         read_slide_partition(layout.labels_dir, slide_id),
         read_slide_partition(layout.thresholds_dir, slide_id),
-        manifest_row(layout.manifest_parquet, slide_id),
+        slide_row(layout, slide_id, inputs),
         read_slide_partition(layout.inference_dir, slide_id) if inferred else None,
     )
 
 
-def write_slide_table(layout: DataLayout, slide_id: str) -> tuple[NucleusTable, Path]:
-    table = slide_table(layout, slide_id)
+def write_slide_table(layout: DataLayout, slide_id: str, inputs: SlideInputs
+                      ) -> tuple[NucleusTable, Path]:
+    table = slide_table(layout, slide_id, inputs)
     return table, write_nucleus_h5ad(layout.anndata_slide(slide_id), table)
 
 
