@@ -127,12 +127,14 @@ def _write_levels(group: zarr.Group, n_channels: int | None, dtype: str,
     for k, (h, w) in enumerate(shapes):
         for t in tile_grid(h, w, tile_px):
             if k == 0:
-                block = read(t.y0, t.x0, t.y1, t.x1)
-            else:
-                below = arrays[k - 1]
-                block = _halve(np.asarray(below[..., 2 * t.y0:2 * t.y1, 2 * t.x0:2 * t.x1]),
-                               labels)[..., :t.y1 - t.y0, :t.x1 - t.x0]
-            arrays[k][..., t.y0:t.y1, t.x0:t.x1] = block
+                arrays[k][..., t.y0:t.y1, t.x0:t.x1] = read(t.y0, t.x0, t.y1, t.x1)
+            else:  # one channel at a time: a (2 tile)^2 window of one plane in memory
+                below, window = arrays[k - 1], np.s_[2 * t.y0:2 * t.y1, 2 * t.x0:2 * t.x1]
+                for c in (None,) if labels else range(n_channels):
+                    plane = (() if c is None else (c,))
+                    arrays[k][(*plane, slice(t.y0, t.y1), slice(t.x0, t.x1))] = _halve(
+                        np.asarray(below[(*plane, *window)]), labels)[:t.y1 - t.y0,
+                                                                       :t.x1 - t.x0]
             n += 1
     return n
 
