@@ -28,8 +28,10 @@ def nucleus_table(
     thresholds: pl.DataFrame,
     manifest_row: Mapping[str, object] | None,
     inference: pl.DataFrame | None = None,
+    cell_types: Sequence[str] = CELL_TYPES,
 ) -> NucleusTable:
-    """One slide's table, rows in the features' order; labels must cover every nucleus."""
+    """One slide's table, rows in the features' order; labels must cover every nucleus.
+    `cell_types` orders the class categories (another panel's rule file has its own)."""
     if manifest_row is None:
         raise SlideInputError(f"Slide {slide_id!r} is not in the slide manifest: materialise "
                               "slide_manifest (or add the slide to the manifest CSV) first.")
@@ -63,7 +65,7 @@ def nucleus_table(
     x = features.select([MEAN_PREFIX + k for k in keys]).to_numpy().astype(np.float32)
     xy = features.select("centroid_x_um", "centroid_y_um").to_numpy().astype(np.float64)
     return NucleusTable(x.reshape(features.height, len(keys)), tuple(stains[k] for k in keys),
-                        obs, xy.reshape(features.height, 2), thresholds_used, CELL_TYPES)
+                        obs, xy.reshape(features.height, 2), thresholds_used, tuple(cell_types))
 
 
 def _with_schema(obs: pl.DataFrame) -> pl.DataFrame:
