@@ -94,6 +94,9 @@ def _obs_frame(obs: pl.DataFrame, cell_types: tuple[str, ...]) -> pd.DataFrame:
 
 def _gate_table(thresholds: pl.DataFrame, stains: tuple[str, ...]) -> pd.DataFrame:
     slides = thresholds["slide_id"].unique(maintain_order=True).to_list()
+    if MARKERS in slides:
+        raise StoreLayoutError(f"A slide named {MARKERS!r} cannot have a column of the gate "
+                               "table (SCIMAP names the stain column so): rename the slide.")
     wide = {MARKERS: _text(list(stains))}
     for slide_id in slides:
         mine = dict(thresholds.filter(pl.col("slide_id") == slide_id)

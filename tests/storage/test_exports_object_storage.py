@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import polars as pl
+import pytest
 import zarr
 from upath import UPath
 
@@ -17,6 +18,7 @@ from storage.anndata_file import (
     read_nucleus_table,
     write_nucleus_h5ad,
 )
+from storage.errors import StoreLayoutError
 from storage.fs import zarr_store
 from storage.layout import DataLayout
 from storage.ome_zarr import NgffImage, write_ome_zarr
@@ -26,16 +28,21 @@ def _layout() -> DataLayout:
     return DataLayout(str(UPath(f"memory://exports-{uuid.uuid4().hex[:8]}/data")))
 
 
-def test_h5ad_round_trips_on_object_storage() -> None:
-    layout = _layout()
-    obs = pl.DataFrame({"nucleus_id": [7, 9], "label": [1, 2], "slide_id": ["S1", "S1"],
+def _table(slide_id: str = "S1") -> NucleusTable:
+    obs = pl.DataFrame({"nucleus_id": [7, 9], "label": [1, 2], "slide_id": [slide_id] * 2,
                         "cell_type": ["b_cell", None], "excluded_at_step": [None, 3]})
     obs = obs.with_columns([pl.lit(None, t).alias(c) for c, t in OBS_SCHEMA.items()
                             if c not in obs.columns]).select(list(OBS_SCHEMA)).cast(OBS_SCHEMA)
-    thresholds = pl.DataFrame([("S1", "DAPI", 10.0, "v1"), ("S1", "CD20", 2.5, "v1")],
+    thresholds = pl.DataFrame([(slide_id, "DAPI", 10.0, "v1"), (slide_id, "CD20", 2.5, "v1")],
                               schema=THRESHOLD_COLUMNS, orient="row")
-    table = NucleusTable(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), ("DAPI", "CD20"), obs,
-                         np.array([[1.5, 2.5], [3.5, 4.5]]), thresholds, ("b_cell", "goblet"))
+    return NucleusTable(np.array([[1.0, 2.0], [3.0, 4.0]], np.float32), ("DAPI", "CD20"), obs,
+                        np.array([[1.5, 2.5], [3.5, 4.5]]), thresholds, ("b_cell", "goblet"))
+
+
+def test_h5ad_round_trips_on_object_storage() -> None:
+    layout = _layout()
+    table = _table()
+    thresholds = table.thresholds
     path = write_nucleus_h5ad(layout.anndata_slide("S1"), table)
     assert str(path).startswith("memory://")
     back = read_nucleus_table(path)
@@ -43,6 +50,12 @@ def test_h5ad_round_trips_on_object_storage() -> None:
     np.testing.assert_array_equal(back.mean_intensity, table.mean_intensity)
     np.testing.assert_array_equal(back.centroid_xy_um, table.centroid_xy_um)
     assert back.cell_types == ("b_cell", "goblet")
+
+
+def test_a_slide_named_like_the_gate_tables_stain_column_is_refused(tmp_path) -> None:
+    with pytest.raises(StoreLayoutError, match=r"'markers'.*rename the slide"):
+        write_nucleus_h5ad(tmp_path / "markers.h5ad", _table("markers"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_ome_zarr_is_uploaded_whole() -> None:
