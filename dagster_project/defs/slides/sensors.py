@@ -4,9 +4,8 @@
 (itself included) that is partitioned by the dynamic `slides` partitions. It selects
 "downstream of slide_image AND dynamically partitioned" rather than a group or a list of names,
 so a later stage joins it just by being slide-partitioned and depending on the chain, while the
-unpartitioned and fold-partitioned assets further down (catalog, models, reports) stay out, and
-so do assets tagged `ON_REQUEST` (the OME-Zarr export). (`slides` is the project's only dynamic
-partitions definition.)
+unpartitioned and fold-partitioned assets further down (catalog, models, reports) stay out.
+(`slides` is the project's only dynamic partitions definition.)
 """
 
 import hashlib
@@ -28,12 +27,14 @@ from storage.manifest import inbox_slides
 from storage.retired_slides import read_retired
 from storage.slide_sources import changed_slides
 
-# Assets tagged ON_REQUEST (exports that copy a slide's pixels) run only when asked for.
+SLIDE_STAGES = dg.AssetSelection.assets("slide_image").downstream() & dg.AssetSelection.from_string(
+    'partitions:"dynamic"'
+)
+
+# Assets tagged ON_REQUEST (exports that copy a slide's pixels, e.g. slide_ome_zarr) stay out
+# of process_slide_job: they run only when asked for.
 ON_REQUEST = {"run": "on_request"}
-SLIDE_STAGES = (
-    dg.AssetSelection.assets("slide_image").downstream()
-    & dg.AssetSelection.from_string('partitions:"dynamic"')
-) - dg.AssetSelection.tag("run", ON_REQUEST["run"])
+SLIDE_STAGES = SLIDE_STAGES - dg.AssetSelection.tag("run", ON_REQUEST["run"])
 
 process_slide_job = dg.define_asset_job(
     "process_slide_job",
