@@ -90,6 +90,20 @@ class DataLayout:
     def qupath_dir(self) -> Path:
         return self.root / "exports" / "qupath"
 
+    def anndata_slide(self, slide_id: str) -> Path:
+        """One slide's nuclei as AnnData (storage/anndata_file.py)."""
+        return self.root / "exports" / "anndata" / "slides" / f"{validate_slide_id(slide_id)}.h5ad"
+
+    @property
+    def anndata_cohort(self) -> Path:
+        """Every slide's nuclei in one AnnData file."""
+        return self.root / "exports" / "anndata" / "cohort.h5ad"
+
+    def ome_zarr_dir(self, slide_id: str) -> Path:
+        """One slide as OME-NGFF images (`mxif.ome.zarr`, `virtual_he.ome.zarr`), each with
+        the nucleus labels (storage/ome_zarr.py)."""
+        return self.root / "exports" / "ome_zarr" / validate_slide_id(slide_id)
+
     @property
     def patch_store(self) -> Path:
         return self.root / "patches.zarr"

@@ -48,7 +48,8 @@ def slide_outputs(layout: DataLayout, slide_id: str) -> list[StoragePath]:
                   layout.vhe_zarr(slide_id)]
     candidates += [partition_path(d, slide_id).parent for d in _datasets(layout)]
     candidates += [layout.patch_store / validate_slide_id(slide_id),
-                   layout.qupath_dir / f"{slide_id}.geojson"]
+                   layout.qupath_dir / f"{slide_id}.geojson",
+                   layout.anndata_slide(slide_id), layout.ome_zarr_dir(slide_id)]
     return [p for p in candidates if p.exists()]
 
 

@@ -20,8 +20,8 @@ from dagster_project.resources import DataRoot
 from tests.ingest_fixtures import stain_stack, write_ome_tiff
 
 SLIDE_STAGES = ("nucleus_mask", "nucleus_features", "stain_thresholds", "nucleus_labels",
-                "virtual_he", "nucleus_patches")
-COHORT_VIEWS = ("nucleus_catalog", "patch_gallery")
+                "virtual_he", "nucleus_patches", "nucleus_anndata")
+COHORT_VIEWS = ("nucleus_catalog", "patch_gallery", "cohort_anndata")
 
 
 @functools.cache
@@ -99,7 +99,7 @@ def test_sensor_is_on_by_default_and_sees_every_condition() -> None:
 
 @pytest.mark.slow
 def test_only_the_changed_slide_flows_downstream(cohort) -> None:
-    views = {("nucleus_catalog", None), ("patch_gallery", None)}
+    views = {("nucleus_catalog", None), ("patch_gallery", None), ("cohort_anndata", None)}
     cohort.materialise(slide_image, "s1")
     assert cohort.tick() == _chain("s1")  # s2 is unchanged: nothing of it
 
@@ -121,7 +121,7 @@ def test_only_the_changed_slide_flows_downstream(cohort) -> None:
     cohort.instance.report_runless_asset_event(dg.AssetObservation(
         asset_key="manual_thresholds", partition="s1", tags={"dagster/data_version": "v2"}))
     assert cohort.tick() == {("stain_thresholds", "s1"), ("nucleus_labels", "s1"),
-                             ("nucleus_patches", "s1")}
+                             ("nucleus_patches", "s1"), ("nucleus_anndata", "s1")}
 
 
 @pytest.mark.slow
@@ -144,7 +144,7 @@ def test_new_partition_is_ingested_and_nightly_pass_retries_missing(cohort) -> N
 
 @pytest.mark.slow
 def test_inference_waits_for_a_classifier_then_runs_for_the_slides_that_lack_it(cohort) -> None:
-    views = {("nucleus_catalog", None), ("patch_gallery", None)}
+    views = {("nucleus_catalog", None), ("patch_gallery", None), ("cohort_anndata", None)}
     cohort.materialise(slide_image, "s1")
     assert cohort.tick() == _chain("s1")  # no fold trained yet: no inference
     cohort.report(_chain("s1"))

@@ -31,6 +31,11 @@ SLIDE_STAGES = (dg.AssetSelection.assets("slide_image").downstream()
                 & dg.AssetSelection.from_string('partitions:"dynamic"')
                 ) - dg.AssetSelection.groups("he")
 
+# Assets tagged ON_REQUEST (exports that copy a slide's pixels, e.g. slide_ome_zarr) stay out
+# of process_slide_job: they run only when asked for.
+ON_REQUEST = {"run": "on_request"}
+SLIDE_STAGES = SLIDE_STAGES - dg.AssetSelection.tag("run", ON_REQUEST["run"])
+
 process_slide_job = dg.define_asset_job(
     "process_slide_job",
     selection=SLIDE_STAGES,
