@@ -22,10 +22,8 @@ from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.partitions import he_slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.evaluate import frame_markdown
-from pipelines.inference import InferenceParams
 from pipelines.quantify import feature_checks
 from pipelines.segment.he import he_backend_names
-from pipelines.train.loop import torch_threads
 from storage.layout import DataLayout
 from storage.parquet_dataset import read_slide_partition
 
@@ -165,6 +163,9 @@ def he_nucleus_inference(
     label_settings: LabelSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """Predict every nucleus of the slide (harmonised to the virtual H&E), write the outputs."""
+    from pipelines.inference import InferenceParams  # torch loads in this step only
+    from pipelines.train.loop import torch_threads
+
     layout, slide_id = data_root.layout, context.partition_key
     models_layout = DataLayout(config.classifier_root) if config.classifier_root else layout
     waiting = inference.waiting_for_classifier(models_layout, config.fold)
