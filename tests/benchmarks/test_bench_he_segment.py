@@ -139,6 +139,9 @@ def test_bench_he_segment(tmp_path: Path) -> None:
         if name == HE_LEARNED:
             settings, origin = _learned_settings(tmp_path / "he_learned")
         rows[name] = _measure(_ours(build_he_backend(name, settings)), tiles)
+        print(f"{name}: F1@0.5 {rows[name]['f1_05']:.3f}, F1@0.3 {rows[name]['f1_03']:.3f}, "
+              f"{rows[name]['s_per_mp']:.2f} s/MP {origin if name == HE_LEARNED else ''}",
+              flush=True)
     peer = _measure(peer_segment, tiles)
     n_nuclei = sum(np.unique(t["truth"]).size - 1 for t in tiles)
     print(f"\n{len(tiles)} held-out tiles (tuned on {', '.join(TUNING_TILES)}), "
