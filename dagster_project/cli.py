@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from dagster_project.instance import ensure_dagster_home
+from dagster_project.profiles import NOT_IN_DEMO
 from dagster_project.resources import DATA_ROOT_ENV, default_data_root
 from dagster_project.runner import (
     Stage,
@@ -168,7 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         op_config = read_op_config(args.run_config) if args.run_config else None
         return run_all(args.profile, args.workers, args.only, op_config=op_config,
-                       slides=args.slides)
+                       slides=args.slides, exclude=NOT_IN_DEMO if args.profile == "demo" else ())
     return 2
 
 

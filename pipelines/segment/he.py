@@ -35,6 +35,7 @@ from storage.tiles import Tile, tile_grid
 # name -> "module:factory"; `import` is handled by the caller (it needs a file, not settings).
 HE_BACKENDS: dict[str, str] = {
     "he-classical": "pipelines.segment.he_classical:build",
+    "he-learned": "pipelines.segment.he_learned:build",  # weights from he_nucleus_model
 }
 IMPORT_BACKEND = "import"
 CALIBRATION_VALUES = 2_000_000

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol
 
@@ -368,6 +368,31 @@ class HeLearnedSegmenter:
         maps = self.maps(rgb, mpp)
         with torch_threads(None):
             return labels_from_maps(maps[0], maps[1], mpp, self.post)
+
+
+BUILD_SETTINGS = ("model_path", "device", "halo_um", "tta")
+
+
+def build(settings: Mapping[str, Any]) -> HeLearnedSegmenter:
+    """The registry's factory: the weights at `model_path` (a he_nucleus_model checkpoint
+    folder, storage/he_segmenter_checkpoints.py); `device`, `halo_um` and `tta` as in
+    HeLearnedSegmenter. The chain fills `model_path` with the data root's models/he_learned."""
+    from storage.he_segmenter_checkpoints import load_he_segmenter
+
+    unknown = sorted(set(settings) - set(BUILD_SETTINGS))
+    if unknown:
+        raise ConfigurationError(
+            f"he-learned has no setting(s) {unknown}; it takes {list(BUILD_SETTINGS)}.")
+    folder = settings.get("model_path")
+    if not folder:
+        raise ConfigurationError(
+            "he-learned needs `model_path`, the checkpoint folder the he_nucleus_model asset "
+            f"writes (<data root>/models/he_learned); {TRAIN_HOW}.")
+    state, metadata = load_he_segmenter(folder, how_to_train=TRAIN_HOW)
+    model = HeModel.from_checkpoint(state, metadata, source=str(folder))
+    return HeLearnedSegmenter(model, settings.get("device"),
+                              halo_um=float(settings.get("halo_um", 24.0)),
+                              tta=bool(settings.get("tta", False)))
 
 
 def _positive_mpp(mpp: float) -> float:

@@ -43,6 +43,17 @@ def test_the_cohort_file_becomes_the_he_run_config():
     assert config.run.only[-1] == "he_nucleus_inference"
 
 
+def test_the_cohort_file_selects_he_learned_and_its_weights(tmp_path):
+    (tmp_path / "m.csv").write_text("slide_id,path\n")
+    (tmp_path / "c.yaml").write_text(
+        "manifest: m.csv\nhe: {segmentation: {backend: he-learned, model_path: w/he_learned,"
+        " settings: {tta: 1}}}\n")
+    mask = run_config(load_cohort_config(tmp_path / "c.yaml"))["ops"]["he_nucleus_mask"]
+    assert mask["config"]["backend"] == "he-learned"
+    assert mask["config"]["model_path"] == str(tmp_path / "w" / "he_learned")
+    assert mask["config"]["settings"] == {"tta": 1.0}
+
+
 def test_an_unknown_he_backend_is_named(tmp_path):
     (tmp_path / "m.csv").write_text("slide_id,path\n")
     (tmp_path / "c.yaml").write_text("manifest: m.csv\nhe: {segmentation: {backend: he-x}}\n")

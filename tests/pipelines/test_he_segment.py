@@ -60,7 +60,7 @@ def test_registry_builds_by_name_and_refuses_unknown_names_and_settings(monkeypa
     assert isinstance(backend, HEClassicalSegmenter) and backend.params.min_area_um2 == 12.0
     with pytest.raises(ConfigurationError, match="no setting"):
         build_he_backend("he-classical", {"sigma": 1.0})
-    with pytest.raises(ConfigurationError, match="he-classical, import"):
+    with pytest.raises(ConfigurationError, match="he-classical, he-learned, import"):
         build_he_backend("he-unknown")
     monkeypatch.setitem(he.HE_BACKENDS, "he-twice", "tests.pipelines.test_he_segment:_twice")
     assert build_he_backend("he-twice").name == "he-classical-coarse"

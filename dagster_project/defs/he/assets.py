@@ -72,9 +72,11 @@ def he_slide_image(context: dg.AssetExecutionContext, config: HESlideImageConfig
 
 
 class HENucleusMaskConfig(dg.Config):
-    """backend: a registered H&E backend (he-classical, ...) or `import` (masks, or QuPath
-    GeoJSON detections, at import_path with `{slide_id}`, relative to the data root).
-    settings: the backend's own settings (he-classical: lengths in µm)."""
+    """backend: a registered H&E backend (he-classical, he-learned, ...) or `import` (masks, or
+    QuPath GeoJSON detections, at import_path with `{slide_id}`, relative to the data root).
+    settings: the backend's own settings (he-classical: lengths in µm; he-learned: halo_um, tta).
+    model_path: he-learned's checkpoint folder; default the data root's models/he_learned,
+    which he_nucleus_model writes."""
 
     backend: str = "he-classical"
     tile_px: int = 1024

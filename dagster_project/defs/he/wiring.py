@@ -38,6 +38,7 @@ from storage.catalog import HE_INFERENCE_VIEW, ParquetSource, layout_sources
 from storage.cohort_files import write_png
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, local_copy
+from storage.he_segmenter_checkpoints import he_segmenter_dir
 from storage.he_slide import create_he_slide, he_store_current, open_he_slide
 from storage.layout import DataLayout
 from storage.manifest import HE, manifest_row
@@ -48,6 +49,7 @@ from storage.patch_store import PatchStore
 from storage.slide_sources import content_sha256
 
 PREVIEW_PX = 768
+HE_LEARNED = "he-learned"  # its weights default to the data root's he_nucleus_model
 HARMONISE_NUCLEI = 1000  # nuclei (and training patches) whose pixels fit the harmonisation
 
 
@@ -129,6 +131,8 @@ def backend_for(layout: DataLayout, slide_id: str, backend: str, settings: dict[
             return GeoJSONLabels(read_detection_polygons(path), (slide.height_px,
                                                                  slide.width_px), str(path))
         return open_imported_mask(path, mask_plane)
+    if backend == HE_LEARNED and not settings.get("model_path"):
+        settings = {**settings, "model_path": str(he_segmenter_dir(layout.models_dir))}
     return build_he_backend(backend, settings)
 
 
