@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # storage.checkpoints loads torch where it saves or loads
+    import torch
 
 from storage.checkpoints import checkpoint_exists, load_checkpoint, save_checkpoint
 from storage.errors import StoreLayoutError

@@ -10,13 +10,7 @@ import dagster as dg
 from dagster_project.defs.he_nuclei.wiring import score_holdout, training_pairs
 from dagster_project.defs.training.assets import GPU_NODE_TAGS
 from dagster_project.resources import DataRoot
-from pipelines.segment.he_learned import (
-    HeLearnedSegmenter,
-    he_train_profile,
-    train_he_segmenter,
-)
 from storage.fs import link
-from storage.he_segmenter_checkpoints import he_segmenter_dir, save_he_segmenter
 
 
 class HeNucleusModelConfig(dg.Config):
@@ -43,6 +37,14 @@ class HeNucleusModelConfig(dg.Config):
 def he_nucleus_model(context: dg.AssetExecutionContext, config: HeNucleusModelConfig,
                      data_root: DataRoot) -> dg.MaterializeResult:
     """U-Net weights (foreground + nucleus core) learnt from virtual H&E and MxIF masks."""
+    # torch loads in this step only, not with the definitions every step process loads.
+    from pipelines.segment.he_learned import (
+        HeLearnedSegmenter,
+        he_train_profile,
+        train_he_segmenter,
+    )
+    from storage.he_segmenter_checkpoints import he_segmenter_dir, save_he_segmenter
+
     layout = data_root.layout
     params = he_train_profile(config.profile, steps=config.steps, batch_size=config.batch_size,
                               crop_px=config.crop_px, cpu_threads=config.cpu_threads,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from pipelines.segment.he_learned import HeLearnedSegmenter, HePair
 from pipelines.segment.instance_f1 import match_instances
 from storage.he_tiles import write_rgb_png
 from storage.layout import DataLayout
@@ -17,12 +17,18 @@ from storage.manifest import read_manifest_parquet
 from storage.mask_store import open_mask
 from storage.vhe_store import open_vhe
 
+# pipelines.segment.he_learned (torch) loads in the training step, not with the definitions.
+if TYPE_CHECKING:
+    from pipelines.segment.he_learned import HeLearnedSegmenter, HePair
+
 HOLDOUT_PX = 512
 OUTLINE_RGB = (0, 255, 0)
 
 
 def training_pairs(layout: DataLayout, max_slides: int) -> list[HePair]:
     """Slides with both a virtual H&E and a nucleus mask, in manifest order (else by id)."""
+    from pipelines.segment.he_learned import HePair
+
     if layout.manifest_parquet.exists():
         ids = read_manifest_parquet(layout.manifest_parquet)["slide_id"].to_list()
     else:
