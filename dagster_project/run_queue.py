@@ -18,6 +18,7 @@ pinned with dagster==1.13.27.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,8 +175,11 @@ class RunQueue:
         """Take queued runs off the queue and terminate the running ones (Dagster records
         them as canceled)."""
         for run_id in run_ids:
-            if not self.ended(run_id):
-                self.instance.run_coordinator.cancel_run(run_id)
+            try:
+                if not self.ended(run_id):
+                    self.instance.run_coordinator.cancel_run(run_id)
+            except Exception as exc:  # the code server may be gone; the others still get theirs
+                print(f"Could not cancel run {run_id}: {exc}", file=sys.stderr)
 
 
 def _check_message(metadata: Mapping) -> str:

@@ -180,8 +180,19 @@ class Progress:
         self.out.flush()
 
 
+_STOP = threading.Event()
+
+
 def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+    """Noted, and acted on between two polls of the queue: an exception raised in the middle of
+    a call to the code server would leave that call, and the cancellation after it, broken."""
+    _STOP.set()
+
+
+def _stop_requested() -> None:
+    if _STOP.is_set():
+        _STOP.clear()
+        raise KeyboardInterrupt("SIGTERM")
 
 
 def stop_on_sigterm() -> None:
@@ -267,6 +278,7 @@ def run_stages(
     started = time.perf_counter()
     with RunQueue.open(workers) as queue:
         for stage in stages:
+            _stop_requested()
             keys = _partition_keys(stage, loaded, queue.instance)
             if only_slides and stage.partitions == "slides":
                 keys = [k for k in keys if k in only_slides]
@@ -310,9 +322,11 @@ def _run_stage(queue: RunQueue, stage: Stage, partitions: Sequence[str | None], 
     submitted: dict[str, str | None] = {}
     try:
         for partition in partitions:
+            _stop_requested()
             submitted[queue.submit(stage.asset_keys, partition, run_config, tags)] = partition
         results: dict[str, RunResult] = {}
         while len(results) < len(submitted):
+            _stop_requested()
             queue.tick()
             for run_id, partition in submitted.items():
                 if run_id not in results and queue.ended(run_id):
