@@ -21,7 +21,7 @@ from pipelines.synthetic.tissue import PROFILE_NAMES, REGION_NAMES, build_tissue
 
 SITES: tuple[str, ...] = ("ascending_colon", "terminal_ileum")
 CONDITIONS: tuple[str, ...] = ("normal", "inactive_crohns", "active_crohns")
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Literal
 
 from pipelines.stains import COLON_PANEL
 
@@ -115,7 +116,9 @@ PROFILES: MappingProxyType[str, Profile] = MappingProxyType({
                       (("PCNA", 0.1),)),
     "myeloid": Profile("myeloid", ("Lysozyme", "Vimentin", "HLAA"),
                        _M(8.5, 5.0, 1.2, 0.6, 0.15, 2.2, 0.3), (("CD45", 0.7),)),
-    "leukocyte": Profile("leukocyte", _LEUKOCYTE, _M(7.2, 6.2, 1.3, 0.4, 0.1, 1.2, 0.08)),
+    # Control group: helper T, T-cell receptor and leukocyte share one lymphocyte nucleus, no
+    # stain that takes dye (see HE_CUES) and the same lamina-propria seats.
+    "leukocyte": Profile("leukocyte", _LEUKOCYTE, _LYMPHOCYTE),
     # Deliberate conflicts: real tissue has them, Table 1 excludes them (cell_type None).
     "unlabelled_double_t": Profile(None, (*_LEUKOCYTE, "CD3d", "CD4", "CD8"), _LYMPHOCYTE),
     "unlabelled_macrophage_t": Profile(None, (*_LEUKOCYTE, "CD68", "CD3d"),
@@ -127,3 +130,67 @@ PROFILES: MappingProxyType[str, Profile] = MappingProxyType({
 })
 
 STAINS: tuple[str, ...] = COLON_PANEL
+
+
+Signal = Literal["strong", "weak", "none"]
+
+
+@dataclass(frozen=True)
+class HECue:
+    """What real H&E shows of a class (histology, not markers), and so what the simulator may
+    render: `signal` is how well the class can be told apart from the cells it sits among."""
+
+    signal: Signal
+    nucleus: str
+    chromatin: str
+    cytoplasm: str
+    granules: str
+    mucin: str
+    position: str
+
+
+# The H&E cue table (README "Synthetic cohort"): one row per class, written from colon
+# histology. Morphology above and the histology dye table in pipelines/vhe/beer_lambert.py
+# render these cues and nothing else; `none` classes differ from each other in no rendered cue.
+HE_CUES: MappingProxyType[str, HECue] = MappingProxyType({
+    "goblet": HECue("strong", "small, flattened, pressed to the base", "dense", "scant rim",
+                    "none", "large pale apical vacuole", "surface and upper crypt"),
+    "endocrine": HECue("weak", "round, central", "fine", "moderate, faintly pink",
+                       "fine basal granules, faint", "none", "scattered in crypts"),
+    "epithelial": HECue("strong", "elongated, basal, palisaded", "fine, vesicular",
+                        "columnar, pink", "none", "none", "surface and crypt lining"),
+    "progenitor": HECue("weak", "elongated, crowded", "slightly denser (proliferating)",
+                        "columnar, pink", "none", "none", "lower third of crypts"),
+    "fibroblast": HECue("strong", "long, thin spindle", "dense", "strongly pink fibres",
+                        "none", "none", "muscularis mucosae, around crypts"),
+    "stromal": HECue("strong", "oval to spindle", "fine", "pale pink, wispy",
+                     "none", "none", "lamina propria, in collagen"),
+    "monocyte": HECue("weak", "bean-shaped, slightly irregular", "fine", "moderate, pale",
+                      "none", "none", "lamina propria"),
+    "macrophage": HECue("weak", "oval, eccentric", "fine", "abundant, pale pink",
+                        "some (lysozyme)", "none", "lamina propria, muscularis"),
+    "helper_t": HECue("none", "small, round", "dense", "scant", "none", "none",
+                      "lamina propria"),
+    "cytotoxic_t": HECue("weak", "small, round", "dense", "scant", "none", "none",
+                         "lamina propria; intraepithelial"),
+    "t_cell_receptor": HECue("none", "small, round", "dense", "scant", "none", "none",
+                             "lamina propria"),
+    "b_cell": HECue("weak", "small, round, slightly larger", "dense, clumped", "scant",
+                    "none", "none", "lamina propria"),
+    "myeloid": HECue("weak", "lobulated, irregular", "coarse", "moderate",
+                     "granular (lysozyme)", "none", "lamina propria"),
+    "leukocyte": HECue("none", "small, round", "dense", "scant", "none", "none",
+                       "lamina propria"),
+})
+
+#: Classes H&E cannot tell apart from each other: rendered identically (the leak control).
+CONTROL_GROUP: tuple[str, ...] = tuple(k for k, c in HE_CUES.items() if c.signal == "none")
+
+
+def he_cue_table() -> str:
+    """HE_CUES as the README's Markdown table."""
+    cols = ("signal", "nucleus", "chromatin", "cytoplasm", "granules", "mucin", "position")
+    lines = ["| cell_type | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, cue in HE_CUES.items():
+        lines.append(f"| {name} | " + " | ".join(str(getattr(cue, c)) for c in cols) + " |")
+    return "\n".join(lines)

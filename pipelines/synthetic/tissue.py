@@ -17,30 +17,37 @@ REGION_NAMES: tuple[str, ...] = ("lumen", "lamina_propria", "epithelium", "muscu
 PROFILE_NAMES: tuple[str, ...] = tuple(PROFILES)
 _PROFILE_INDEX = {name: i for i, name in enumerate(PROFILE_NAMES)}
 
-# Lamina propria composition per condition (profile -> share); active Crohn's is immune-rich.
+# Lamina propria composition per condition (profile -> share), calibrated so that the labelled
+# nuclei of the demo cohort come close to the paper's prevalences (§3): the lamina propria is
+# mostly stromal cells; active Crohn's is immune-rich.
 _LP_MIX: dict[str, dict[str, float]] = {
     "normal": {
-        "stromal": 0.22, "fibroblast": 0.12, "helper_t": 0.14, "cytotoxic_t": 0.08,
-        "t_cell_receptor": 0.03, "b_cell": 0.10, "macrophage": 0.11, "monocyte": 0.04,
-        "myeloid": 0.03, "leukocyte": 0.07, "unlabelled_double_t": 0.01,
-        "unlabelled_macrophage_t": 0.01, "unlabelled_unstained": 0.04,
+        "stromal": 0.766, "fibroblast": 0.03, "helper_t": 0.065, "cytotoxic_t": 0.012,
+        "t_cell_receptor": 0.01, "b_cell": 0.015, "macrophage": 0.025, "monocyte": 0.012,
+        "myeloid": 0.004, "leukocyte": 0.012, "unlabelled_double_t": 0.004,
+        "unlabelled_macrophage_t": 0.004, "unlabelled_unstained": 0.011,
     },
     "active_crohns": {
-        "stromal": 0.12, "fibroblast": 0.08, "helper_t": 0.15, "cytotoxic_t": 0.10,
-        "t_cell_receptor": 0.03, "b_cell": 0.10, "macrophage": 0.14, "monocyte": 0.08,
-        "myeloid": 0.10, "leukocyte": 0.06, "unlabelled_double_t": 0.01,
-        "unlabelled_macrophage_t": 0.01, "unlabelled_unstained": 0.02,
+        "stromal": 0.62, "fibroblast": 0.03, "helper_t": 0.095, "cytotoxic_t": 0.025,
+        "t_cell_receptor": 0.015, "b_cell": 0.03, "macrophage": 0.04, "monocyte": 0.025,
+        "myeloid": 0.02, "leukocyte": 0.02, "unlabelled_double_t": 0.008,
+        "unlabelled_macrophage_t": 0.007, "unlabelled_unstained": 0.04,
     },
 }
 _LP_MIX["inactive_crohns"] = {
     k: 0.5 * (_LP_MIX["normal"][k] + _LP_MIX["active_crohns"][k]) for k in _LP_MIX["normal"]
 }
 _MUSCULARIS_MIX = {"smooth_muscle": 0.86, "fibroblast": 0.07, "stromal": 0.04, "macrophage": 0.03}
-# Lamina propria nucleus spacing (µm) and goblet share of the upper crypt, by condition.
-_LP_SPACING_UM = {"normal": 6.0, "inactive_crohns": 5.7, "active_crohns": 5.3}
-_GOBLET_SHARE = {"ascending_colon": 0.45, "terminal_ileum": 0.28}
-_GOBLET_DEPLETION = {"normal": 1.0, "inactive_crohns": 0.8, "active_crohns": 0.5}
-_IEL_SHARE = {"normal": 0.03, "inactive_crohns": 0.05, "active_crohns": 0.08}
+# Nucleus spacing (µm) in the lamina propria by condition, and the muscularis's nucleus density
+# relative to it; goblet share of the upper crypt by site and its depletion by condition.
+_LP_SPACING_UM = {"normal": 8.6, "inactive_crohns": 8.3, "active_crohns": 8.0}
+_MUSCULARIS_SPARSITY = 2.0
+_GOBLET_SHARE = {"ascending_colon": 0.7, "terminal_ileum": 0.48}
+_GOBLET_DEPLETION = {"normal": 1.0, "inactive_crohns": 0.85, "active_crohns": 0.65}
+_IEL_SHARE = {"normal": 0.01, "inactive_crohns": 0.02, "active_crohns": 0.035}
+# Share of the crypt (from its base) that is the progenitor zone, and progenitors in it.
+_PROGENITOR_ZONE = 0.38
+_PROGENITOR_SHARE = 0.62
 
 
 @dataclass(frozen=True)
@@ -174,11 +181,11 @@ def _epithelial_ring(bld: _Builder, regions: np.ndarray, cy: float, cx: float, a
         if roll < _IEL_SHARE[condition]:
             bld.add(y, x, rng.uniform(0, np.pi), "cytotoxic_t", EPITHELIUM)
             continue
-        if crypt and along > 0.55:
+        if crypt and along > 1.0 - _PROGENITOR_ZONE:
             if site == "terminal_ileum" and along > 0.8 and rng.uniform() < 0.25:
                 name = "paneth"
             else:
-                name = "progenitor" if rng.uniform() < 0.8 else "epithelial"
+                name = "progenitor" if rng.uniform() < _PROGENITOR_SHARE else "epithelial"
         elif rng.uniform() < 0.012:
             name = "unlabelled_epi_stroma"
         elif rng.uniform() < 0.035:
@@ -290,7 +297,7 @@ def build_tissue(size_px: tuple[int, int], mpp: float, site: str, condition: str
     _dart_throw(bld, regions, LAMINA_PROPRIA, _pick(rng, _LP_MIX[condition], n_lp), spacing,
                 1.0, 8 * n_lp + 64)
     mus_area = float((regions == MUSCULARIS).sum())
-    n_mus = int(mus_area / (1.3 * spacing**2))
-    _dart_throw(bld, regions, MUSCULARIS, _pick(rng, _MUSCULARIS_MIX, n_mus), 0.8 * spacing,
+    n_mus = int(mus_area / (_MUSCULARIS_SPARSITY * spacing**2))
+    _dart_throw(bld, regions, MUSCULARIS, _pick(rng, _MUSCULARIS_MIX, n_mus), 0.6 * spacing,
                 2.4, 8 * n_mus + 64, size_scale=0.45)
     return Tissue(regions=regions, nuclei=bld.plan())

@@ -81,5 +81,5 @@ def test_labels_agree_with_the_true_classes(labelled) -> None:
     print(table)
     assert float((classes["true"] == classes["pred"]).mean()) > 0.95
     common = table.filter((pl.col("n_true") >= 20) & (pl.col("cell_type") != "excluded"))
-    assert common.height >= 8
+    assert common.height >= 7  # the calibrated cohort's immune classes are rare (paper §3)
     assert common["recall"].min() > 0.85, common
