@@ -113,7 +113,9 @@ def read_gates(path: Path) -> dict[str | None, dict[str, float]]:
                 try:
                     gates[image][marker] = float(cell)
                 except ValueError:
-                    raise StainError(f"{path} row {number}: gate {cell!r} is not a number.") from None
+                    raise StainError(
+                        f"{path} row {number}: gate {cell!r} is not a number."
+                    ) from None
     return gates
 
 
@@ -123,7 +125,9 @@ def _score_sql(p: Phenotype, value: dict[str, str]) -> str:
     if m["pos"]:
         terms.append("((" + " + ".join(value[k] for k in m["pos"]) + f") / {len(m['pos'])})")
     if m["neg"]:
-        terms.append("((" + " + ".join(f"(1 - {value[k]})" for k in m["neg"]) + f") / {len(m['neg'])})")
+        terms.append(
+            "((" + " + ".join(f"(1 - {value[k]})" for k in m["neg"]) + f") / {len(m['neg'])})"
+        )
     if m["anypos"]:
         terms.append("greatest(" + ", ".join(value[k] for k in m["anypos"]) + ")")
     if m["anyneg"]:
@@ -131,11 +135,16 @@ def _score_sql(p: Phenotype, value: dict[str, str]) -> str:
     if m["allpos"]:
         ks = m["allpos"]
         low = " OR ".join(f"{value[k]} < 0.5" for k in ks)
-        terms.append(f"(CASE WHEN {low} THEN 0 ELSE greatest({', '.join(value[k] for k in ks)}) END + 0.01)")
+        terms.append(
+            f"(CASE WHEN {low} THEN 0 ELSE greatest({', '.join(value[k] for k in ks)}) END + 0.01)"
+        )
     if m["allneg"]:
         ks = m["allneg"]
         low = " OR ".join(f"(1 - {value[k]}) < 0.5" for k in ks)
-        terms.append(f"(CASE WHEN {low} THEN 0 ELSE greatest({', '.join(f'(1 - {value[k]})' for k in ks)}) END + 0.01)")
+        terms.append(
+            f"(CASE WHEN {low} THEN 0 ELSE greatest("
+            f"{', '.join(f'(1 - {value[k]})' for k in ks)}) END + 0.01)"
+        )
     return "((" + " + ".join(terms) + f") / {len(terms)})"
 
 
@@ -153,8 +162,9 @@ def _group_label_sql(group: str, members: list[Phenotype], value: dict[str, str]
         likely = quote_literal("likely-" + p.name)
         label = f"CASE WHEN {' OR '.join(fails)} THEN {likely} ELSE {name} END" if fails else name
         picks.append(f"WHEN {s} = {best} THEN {label}")
-    return (f"CASE WHEN {best} < 0.5 THEN {quote_literal(group + '-rest')} "
-            + " ".join(picks) + " END")
+    return (
+        f"CASE WHEN {best} < 0.5 THEN {quote_literal(group + '-rest')} " + " ".join(picks) + " END"
+    )
 
 
 def compile_workflow(
@@ -170,7 +180,9 @@ def compile_workflow(
                 if k not in used:
                     used.append(k)
     keys = {m: stain_key(canonical_stain(m)) for m in used}
-    data_keys = None if data_stains is None else {stain_key(canonical_stain(s)) for s in data_stains}
+    data_keys = (
+        None if data_stains is None else {stain_key(canonical_stain(s)) for s in data_stains}
+    )
     for p in phenotypes:
         for ks in p.markers.values():
             for k in ks:
@@ -186,12 +198,16 @@ def compile_workflow(
                     )
     value = {m: f"s.{quote_identifier('x_' + keys[m])}" for m in used}
     gate_rows = [
-        f"({'NULL' if image is None else quote_literal(image)}, {quote_literal(keys[m])}, {g!r}::DOUBLE)"
-        for image, table in gates.items() for m, g in table.items() if m in keys
+        f"({'NULL' if image is None else quote_literal(image)}, {quote_literal(keys[m])}, "
+        f"{g!r}::DOUBLE)"
+        for image, table in gates.items()
+        for m, g in table.items()
+        if m in keys
     ]
     # log values per marker
     log_cols = ",\n        ".join(
-        f"ln(1 + f.{quote_identifier(MEAN_PREFIX + keys[m])}::DOUBLE) AS {quote_identifier('l_' + keys[m])}"
+        f"ln(1 + f.{quote_identifier(MEAN_PREFIX + keys[m])}::DOUBLE) AS "
+        f"{quote_identifier('l_' + keys[m])}"
         for m in used
     )
     # snapped gate and ranges per slide and marker
@@ -199,9 +215,12 @@ def compile_workflow(
     for m in used:
         k, lk = keys[m], quote_identifier("l_" + keys[m])
         gate = f"gate_{k}"
-        stats.append(f"min({lk}) AS {quote_identifier('lo_' + k)}, max({lk}) AS {quote_identifier('hi_' + k)}, "
-                     f"arg_min({lk}, abs({lk} - {quote_identifier(gate)})) AS {quote_identifier('c_' + k)}, "
-                     f"any_value({quote_identifier(gate)}) AS {quote_identifier('g_' + k)}")
+        stats.append(
+            f"min({lk}) AS {quote_identifier('lo_' + k)}, "
+            f"max({lk}) AS {quote_identifier('hi_' + k)}, "
+            f"arg_min({lk}, abs({lk} - {quote_identifier(gate)})) AS {quote_identifier('c_' + k)}, "
+            f"any_value({quote_identifier(gate)}) AS {quote_identifier('g_' + k)}"
+        )
     scaled = []
     for m in used:
         k = keys[m]
@@ -209,9 +228,11 @@ def compile_workflow(
         low_scale = f"(0.5 / CASE WHEN r.{c} - r.{lo} = 0 THEN 1 ELSE r.{c} - r.{lo} END)"
         high_scale = f"(0.5 / CASE WHEN r.{hi} - r.{c} = 0 THEN 1 ELSE r.{hi} - r.{c} END)"
         scaled.append(
-            f"CASE WHEN r.{g} IS NULL THEN error('slide ' || l.slide_id || ' has no gate for marker {k}') "
+            f"CASE WHEN r.{g} IS NULL THEN error('slide ' || l.slide_id || "
+            f"' has no gate for marker {k}; add it to the gates table') "
             f"WHEN l.{lv} <= r.{c} THEN l.{lv} * {low_scale} + (0 - r.{lo} * {low_scale}) "
-            f"ELSE l.{lv} * {high_scale} + (0.5 - r.{c} * {high_scale}) END AS {quote_identifier('x_' + k)}"
+            f"ELSE l.{lv} * {high_scale} + (0.5 - r.{c} * {high_scale}) END "
+            f"AS {quote_identifier('x_' + k)}"
         )
     gate_wide = ", ".join(
         f"coalesce((SELECT gate FROM scimap_gates AS g WHERE g.slide_id = s.slide_id "
@@ -236,10 +257,17 @@ def compile_workflow(
             label_cols.append(f"CASE WHEN {cond} THEN {expr} END")
     chain = []
     for i, expr in enumerate(label_cols):
-        chain.append(f"level{i} AS (SELECT s.*, {expr} AS g{i} FROM {'scaled AS s' if i == 0 else f'level{i-1} AS s'})")
-    final = "coalesce(" + ", ".join(
-        f"CASE WHEN g{i} NOT LIKE '%-rest' THEN g{i} END" for i in reversed(range(len(groups)))
-    ) + ", 'Unknown')"
+        chain.append(
+            f"level{i} AS (SELECT s.*, {expr} AS g{i} "
+            f"FROM {'scaled AS s' if i == 0 else f'level{i - 1} AS s'})"
+        )
+    final = (
+        "coalesce("
+        + ", ".join(
+            f"CASE WHEN g{i} NOT LIKE '%-rest' THEN g{i} END" for i in reversed(range(len(groups)))
+        )
+        + ", 'Unknown')"
+    )
     labels: list[str] = []
     for p in phenotypes:
         labels.append(p.name)
@@ -247,13 +275,14 @@ def compile_workflow(
             labels.append("likely-" + p.name)
     labels.append("Unknown")
     hierarchy = ",\n    ".join(f"({quote_literal(n)}, {i})" for i, n in enumerate(labels))
-    sql = f"""-- Compiled from the SCIMAP phenotype workflow {workflow_csv.name} and gates {gates_csv.name}
+    sql = f"""-- Compiled from the SCIMAP phenotype workflow {workflow_csv.name}
+-- and gates {gates_csv.name}
 -- by pipelines/scimap_workflow.py; do not edit, recompile.
--- Reads nucleus_features(nucleus_id, slide_id, {', '.join(MEAN_PREFIX + keys[m] for m in used)}).
+-- Reads nucleus_features(nucleus_id, slide_id, {", ".join(MEAN_PREFIX + keys[m] for m in used)}).
 -- Creates nucleus_cell_type(nucleus_id, cell_type, excluded_at_step) and cell_type_hierarchy.
 
 CREATE OR REPLACE TABLE scimap_gates AS
-SELECT * FROM (VALUES {', '.join(gate_rows)}) AS g(slide_id, stain_key, gate);
+SELECT * FROM (VALUES {", ".join(gate_rows)}) AS g(slide_id, stain_key, gate);
 
 CREATE OR REPLACE VIEW nucleus_cell_type AS
 WITH logged AS (
@@ -267,15 +296,15 @@ slide_gates AS (
     GROUP BY s.slide_id
 ),
 ranges AS (
-    SELECT l.slide_id, {', '.join(stats)}
+    SELECT l.slide_id, {", ".join(stats)}
     FROM logged AS l LEFT JOIN slide_gates AS sg ON sg.slide_id = l.slide_id
     GROUP BY l.slide_id
 ),
 scaled AS (
-    SELECT l.nucleus_id, l.slide_id, {', '.join(scaled)}
+    SELECT l.nucleus_id, l.slide_id, {", ".join(scaled)}
     FROM logged AS l JOIN ranges AS r ON r.slide_id = l.slide_id
 ),
-{', '.join(chain)}
+{", ".join(chain)}
 SELECT nucleus_id, {final} AS cell_type, CAST(NULL AS SMALLINT) AS excluded_at_step
 FROM level{len(groups) - 1};
 
@@ -286,5 +315,6 @@ FROM (VALUES
     {hierarchy}
 ) AS h(cell_type, class_index);
 """
-    return CompiledWorkflow(sql=sql, stains=tuple(canonical_stain(m) for m in used),
-                            labels=tuple(labels))
+    return CompiledWorkflow(
+        sql=sql, stains=tuple(canonical_stain(m) for m in used), labels=tuple(labels)
+    )

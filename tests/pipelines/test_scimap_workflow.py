@@ -25,11 +25,12 @@ def _write(tmp_path: Path, workflow: str = WORKFLOW, gates: str = GATES) -> tupl
 
 def _features() -> pl.DataFrame:
     import math
+
     # intensities chosen so ln(1+x) lands on both sides of each gate (5)
     raw = {
-        "mean_cd45": [0.0, 400.0, 400.0, 10.0, math.e ** 5 - 1],
+        "mean_cd45": [0.0, 400.0, 400.0, 10.0, math.e**5 - 1],
         "mean_ecad": [0.0, 10.0, 10.0, 900.0, 1.0],
-        "mean_cd4": [0.0, 900.0, 1.0, 1.0, math.e ** 5 - 1],
+        "mean_cd4": [0.0, 900.0, 1.0, 1.0, math.e**5 - 1],
         "mean_cd8": [0.0, 1.0, 900.0, 1.0, 1.0],
     }
     return pl.DataFrame({"nucleus_id": [1, 2, 3, 4, 5], "slide_id": ["s1"] * 5, **raw})
@@ -39,7 +40,10 @@ def _labels(sql: str, features: pl.DataFrame) -> list[str]:
     con = duckdb.connect()
     con.register("nucleus_features", features.to_arrow())
     con.execute(sql)
-    return [r[0] for r in con.sql("SELECT cell_type FROM nucleus_cell_type ORDER BY nucleus_id").fetchall()]
+    return [
+        r[0]
+        for r in con.sql("SELECT cell_type FROM nucleus_cell_type ORDER BY nucleus_id").fetchall()
+    ]
 
 
 def test_labels_follow_the_levels(tmp_path: Path) -> None:
@@ -73,6 +77,7 @@ def test_catalog_uses_the_compiled_file(tmp_path: Path) -> None:
     from pipelines.labels import positivity_view_sql
     from storage.layout import DataLayout
     from storage.parquet_dataset import PART_NAME
+
     layout = DataLayout(tmp_path / "root")
     compiled = compile_workflow(*_write(tmp_path))
     rule_file = tmp_path / "scimap.sql"
@@ -80,14 +85,26 @@ def test_catalog_uses_the_compiled_file(tmp_path: Path) -> None:
     features = _features()
     (layout.features_dir / "slide_id=s1").mkdir(parents=True)
     features.write_parquet(layout.features_dir / "slide_id=s1" / PART_NAME)
-    thresholds = pl.DataFrame({
-        "slide_id": ["s1"] * 4, "stain_key": ["cd45", "ecad", "cd4", "cd8"],
-        "stain": ["CD45", "ECAD", "CD4", "CD8"], "threshold": [1.0] * 4, "source": ["manual"] * 4,
-        "method": ["manual"] * 4, "set_by": ["test"] * 4, "note": [""] * 4,
-        "threshold_version": ["v1"] * 4})
+    thresholds = pl.DataFrame(
+        {
+            "slide_id": ["s1"] * 4,
+            "stain_key": ["cd45", "ecad", "cd4", "cd8"],
+            "stain": ["CD45", "ECAD", "CD4", "CD8"],
+            "threshold": [1.0] * 4,
+            "source": ["manual"] * 4,
+            "method": ["manual"] * 4,
+            "set_by": ["test"] * 4,
+            "note": [""] * 4,
+            "threshold_version": ["v1"] * 4,
+        }
+    )
     (layout.thresholds_dir / "slide_id=s1").mkdir(parents=True)
     thresholds.write_parquet(layout.thresholds_dir / "slide_id=s1" / PART_NAME)
-    db = build_catalog(tmp_path / "catalog.duckdb",
-                       project_catalog_spec(layout, positivity_view_sql(["cd45", "ecad", "cd4", "cd8"]), rule_file))
+    db = build_catalog(
+        tmp_path / "catalog.duckdb",
+        project_catalog_spec(
+            layout, positivity_view_sql(["cd45", "ecad", "cd4", "cd8"]), rule_file
+        ),
+    )
     got = query_catalog(db, "SELECT nucleus_id, cell_type FROM nucleus_classes ORDER BY nucleus_id")
     assert got["cell_type"].to_list() == ["Unknown", "T4", "Immune", "Epi", "T4"]
