@@ -318,3 +318,24 @@ FROM (VALUES
     return CompiledWorkflow(
         sql=sql, stains=tuple(canonical_stain(m) for m in used), labels=tuple(labels)
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m pipelines.scimap_workflow WORKFLOW.csv GATES.csv OUT.sql`: compile and write
+    the rule file atomically, ready for the catalog's `rules_sql` setting."""
+    import argparse
+
+    from storage.atomic import atomic_write_text
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("workflow", type=Path)
+    parser.add_argument("gates", type=Path)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args(argv)
+    compiled = compile_workflow(args.workflow, args.gates)
+    atomic_write_text(args.out, compiled.sql)
+    print(f"{args.out}: {len(compiled.labels)} labels from stains {', '.join(compiled.stains)}")
+
+
+if __name__ == "__main__":
+    main()

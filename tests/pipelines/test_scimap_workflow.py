@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from pipelines.errors import StainError
-from pipelines.scimap_workflow import compile_workflow
+from pipelines.scimap_workflow import compile_workflow, main
 from storage.catalog import build_catalog, project_catalog_spec, query_catalog
 
 WORKFLOW = ",,CD45,ECAD,CD4,CD8\nall,Immune,pos,,,\nall,Epi,,pos,,\nImmune,T4,,,pos,neg\n"
@@ -79,9 +79,8 @@ def test_catalog_uses_the_compiled_file(tmp_path: Path) -> None:
     from storage.parquet_dataset import PART_NAME
 
     layout = DataLayout(tmp_path / "root")
-    compiled = compile_workflow(*_write(tmp_path))
     rule_file = tmp_path / "scimap.sql"
-    rule_file.write_text(compiled.sql)
+    main([*map(str, _write(tmp_path)), str(rule_file)])
     features = _features()
     (layout.features_dir / "slide_id=s1").mkdir(parents=True)
     features.write_parquet(layout.features_dir / "slide_id=s1" / PART_NAME)
