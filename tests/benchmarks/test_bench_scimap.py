@@ -23,7 +23,7 @@ MARKERS = ["ELANE", "CD57", "CD45", "CD11B", "SMA", "CD16", "ECAD", "FOXP3", "NC
 IMAGE = "exemplar-001--unmicst_cell"
 RUN_SCIMAP = """
 import sys, time, anndata as ad, pandas as pd, numpy as np, scimap as sm
-cells = pd.read_parquet(sys.argv[1])
+cells = pd.read_csv(sys.argv[1])
 markers = sys.argv[5].split(",")
 a = ad.AnnData(cells[markers].to_numpy(np.float64),
                obs=pd.DataFrame({"imageid": sys.argv[6]}, index=cells.CellID.astype(str)))
@@ -34,7 +34,7 @@ a = sm.pp.rescale(a, gate=gates, verbose=False)
 a = sm.tl.phenotype_cells(a, phenotype=workflow, label="phenotype", verbose=False)
 print("SCIMAP_S", time.perf_counter() - t)
 out = {"CellID": cells.CellID.values, "phenotype": a.obs["phenotype"].values}
-pd.DataFrame(out).to_parquet(sys.argv[4])
+pd.DataFrame(out).to_csv(sys.argv[4], index=False)
 """
 
 
@@ -62,16 +62,16 @@ def test_compiled_sql_matches_scimap_and_is_faster(tmp_path: Path) -> None:
             **{m: pl.col(m).cast(pl.Float64) for m in MARKERS},
         )
     )
-    big.write_parquet(tmp_path / "cells.parquet")
+    big.write_csv(tmp_path / "cells.csv")
     run = subprocess.run(
         [
             str(SCIMAP_PYTHON),
             "-c",
             RUN_SCIMAP,
-            str(tmp_path / "cells.parquet"),
+            str(tmp_path / "cells.csv"),
             str(data / "manual_gates.csv"),
             str(data / "phenotype_workflow.csv"),
-            str(tmp_path / "scimap.parquet"),
+            str(tmp_path / "scimap.csv"),
             ",".join(MARKERS),
             IMAGE,
         ],
@@ -100,7 +100,7 @@ def test_compiled_sql_matches_scimap_and_is_faster(tmp_path: Path) -> None:
     )
     ours_s = time.perf_counter() - start
 
-    ref = pl.read_parquet(tmp_path / "scimap.parquet")
+    ref = pl.read_csv(tmp_path / "scimap.csv")
     joined = ours.join(ref, left_on="nucleus_id", right_on="CellID", how="full")
     mismatches = joined.filter(pl.col("cell_type").ne_missing(pl.col("phenotype"))).height
     print(
