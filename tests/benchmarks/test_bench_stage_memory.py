@@ -1,0 +1,95 @@
+"""Peak memory of every slide stage at two slide sizes 16x apart in area: flat, or it fails.
+
+Run: python -m pytest tests/benchmarks/test_bench_stage_memory.py -s   (about 10 min on 2 cores)
+
+Slides: one simulated 27-stain demo slide (1024 px at 0.32 µm/px) tiled 1x1 and 4x4 into two
+OME-TIFFs (1024² and 4096², 57 MB and 906 MB raw). Each stage runs alone, as a user runs it,
+through `nucleus-subtyping run --config ... --only STAGE`, in its own process tree (the command,
+the code server and the run worker). Printed per stage: peak RSS of that tree at both sizes
+(GNU time's maximum resident set, the largest process of the tree), throughput (megapixels per
+second of the run, from the instance's run record) and the ratio of the peaks. The peer is the
+same stage at the small size: the check is that no stage's peak grows more than 15 % while the
+slide grows 16-fold. `slide_manifest` alone is the process baseline (imports and definitions).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+from dagster._core.instance.ref import InstanceRef
+
+from dagster_project.resources import DATA_ROOT_ENV
+from pipelines.synthetic.cohort import CohortParams, plan_cohort, simulate_slide
+from storage.ome_tiff import write_ome_tiff
+
+STAGES = ("slide_manifest", "slide_image", "nucleus_mask", "nucleus_features",
+          "stain_thresholds", "nucleus_labels", "virtual_he", "nucleus_patches")
+SIZES = {"small": 1, "large": 4}  # tiles per side of the 1024 px demo slide
+MAX_GROWTH = 1.15
+
+
+def _slides(folder: Path) -> dict[str, Path]:
+    params = CohortParams(n_patients=2, n_slides=2, slide_px=1024, seed=11)
+    sim = simulate_slide(plan_cohort(params)[0], params)
+    out = {}
+    for name, k in SIZES.items():
+        image = np.tile(sim.image, (1, k, k))
+        out[name] = write_ome_tiff(folder / f"{name}.ome.tif", image, sim.stains, sim.mpp)
+        del image
+    return out
+
+
+def _run_stage(root: Path, stage: str) -> tuple[float, float, int]:
+    """(peak RSS in MB, run seconds, exit code) of one stage run through the CLI."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in (DATA_ROOT_ENV, "DAGSTER_HOME") and not k.startswith("NUCLEUS_SUBTYPING")}
+    cli = Path(sys.executable).with_name("nucleus-subtyping")
+    done = subprocess.run(["/usr/bin/time", "-f", "%M", str(cli), "run", "--config",
+                           "cohort.yaml", "--only", stage],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=1800)
+    peak_mb = int(done.stderr.strip().splitlines()[-1]) / 1024
+    with dg.DagsterInstance.from_ref(
+            InstanceRef.from_dir(str(root / "data" / ".dagster"))) as instance:
+        record = instance.get_run_records(limit=1)[0]
+    seconds = (record.end_time or 0) - (record.start_time or 0)
+    if done.returncode:
+        print(done.stdout[-2000:], done.stderr[-3000:])
+    return peak_mb, seconds, done.returncode
+
+
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="needs GNU time")
+def test_bench_stage_memory(tmp_path: Path) -> None:
+    slides = _slides(tmp_path)
+    rows: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in STAGES}
+    for name, path in slides.items():
+        root = tmp_path / name
+        root.mkdir()
+        (root / "manifest.csv").write_text(
+            f"slide_id,path,patient_id\nS_{name},{path},P1\n")
+        (root / "cohort.yaml").write_text(json.dumps({
+            "manifest": "manifest.csv", "data_root": "data",
+            "segmentation": {"backend": "watershed"}}))
+        px = (1024 * SIZES[name]) ** 2
+        for stage in STAGES:
+            peak_mb, seconds, code = _run_stage(root, stage)
+            assert code == 0, f"{stage} failed on the {name} slide"
+            rows[stage][name] = (peak_mb, px / 1e6 / max(seconds, 1e-6))
+    print(f"\n{'stage':18} {'peak 1024² MB':>14} {'peak 4096² MB':>14} {'ratio':>6} "
+          f"{'MPx/s 1024²':>12} {'MPx/s 4096²':>12}")
+    grown = []
+    for stage, by_size in rows.items():
+        (small_mb, small_rate), (large_mb, large_rate) = by_size["small"], by_size["large"]
+        ratio = large_mb / small_mb
+        print(f"{stage:18} {small_mb:14.0f} {large_mb:14.0f} {ratio:6.2f} "
+              f"{small_rate:12.2f} {large_rate:12.2f}")
+        if ratio > MAX_GROWTH:
+            grown.append(f"{stage} ({ratio:.2f}x)")
+    assert not grown, f"peak memory grows with the slide: {', '.join(grown)}"
