@@ -5,6 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+import dagster_project.pool_wait  # noqa: F401  (a pooled step waits without spinning)
+
 # Dagster's own sensor copy passes its beta `owners` parameter; every run worker would print it.
 warnings.filterwarnings("ignore", message="Parameter `owners`", category=dg.BetaWarning)
 
