@@ -19,12 +19,11 @@ PROFILES: dict[str, TrainParams] = {
         steps=20_000, batch_size=256, val_interval=250, val_per_class=512,
         checkpoint_interval=1000, augment=False, reservoir_rows=4096, reuse=2.0,
     ),
-    # A few minutes for all five folds on a 2-core CPU: same recipe, far fewer and smaller steps,
-    # enough to learn the classes H&E shows (one fold of the calibrated cohort at 240 steps of
-    # 64: balanced accuracy 0.60). Folds run one at a time (the `gpu` pool), each on every core.
+    # A few minutes for all five folds on a 2-core CPU: same recipe, far fewer and smaller steps.
+    # Folds run one at a time (the `gpu` pool), so each may use every core.
     "demo": TrainParams(
-        steps=160, batch_size=64, val_interval=40, val_per_class=24,
-        checkpoint_interval=80, augment=False, reservoir_rows=1024, reuse=2.0,
+        steps=60, batch_size=32, val_interval=20, val_per_class=24,
+        checkpoint_interval=30, augment=False, reservoir_rows=512, reuse=2.0,
         loader_threads=1, eval_batch_size=256, cpu_threads=0,
     ),
 }
