@@ -46,7 +46,7 @@ COUNTS = ("SELECT cell_type, n_nuclei, n_slides FROM cell_type_counts ORDER BY c
 def cohort(tmp_path_factory) -> Path:
     """Two simulated 128 px slides and their OME-TIFFs, written once for every test here."""
     cohort_dir = tmp_path_factory.mktemp("sim") / "cohort"
-    params = CohortParams(n_patients=2, n_slides=2, slide_px=128, seed=3)
+    params = CohortParams(n_patients=2, n_slides=2, slide_px=256, seed=3)
     write_cohort(cohort_dir, simulate_cohort(params), params.as_dict())
     return cohort_dir
 
