@@ -28,7 +28,7 @@ import dagster as dg
 import yaml
 from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.instance.ref import InstanceRef
-from dagster._core.storage.dagster_run import DagsterRunStatus
+from dagster._core.storage.dagster_run import DagsterRunStatus, RunsFilter
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
@@ -148,6 +148,14 @@ class RunQueue:
     def ended(self, run_id: str) -> bool:
         run = self.instance.get_run_by_id(run_id)
         return run is not None and run.status in ENDED
+
+    def ended_among(self, run_ids: Sequence[str]) -> list[str]:
+        """Those of `run_ids` that have ended, in one query."""
+        if not run_ids:
+            return []
+        runs = self.instance.get_runs(RunsFilter(run_ids=list(run_ids), statuses=list(ENDED)))
+        done = {r.run_id for r in runs}
+        return [r for r in run_ids if r in done]
 
     def result(self, run_id: str, asset_keys: Sequence[str], partition: str | None) -> RunResult:
         """What the run did: the assets it materialised and the checks that failed."""

@@ -28,6 +28,7 @@ from dagster_project.run_queue import FailedCheck, RunQueue, RunResult, executio
 # Per-step logs stay in the Dagster instance (see them in the UI); the terminal shows problems only.
 LOG_LEVEL = os.environ.get("NUCLEUS_SUBTYPING_LOG_LEVEL", "WARNING")
 POLL_S = 0.5
+IDLE_TICK_S = 5.0
 STAGE_TAG = "nucleus-subtyping/stage"
 
 
@@ -325,14 +326,23 @@ def _run_stage(queue: RunQueue, stage: Stage, partitions: Sequence[str | None], 
             _stop_requested()
             submitted[queue.submit(stage.asset_keys, partition, run_config, tags)] = partition
         results: dict[str, RunResult] = {}
+        last_tick = float("-inf")
+        changed = True  # runs were just queued
         while len(results) < len(submitted):
             _stop_requested()
-            queue.tick()
-            for run_id, partition in submitted.items():
-                if run_id not in results and queue.ended(run_id):
-                    results[run_id] = queue.result(run_id, stage.asset_keys, partition)
-                    progress.step(results[run_id].success)
-            time.sleep(POLL_S)
+            # The queue can only start a run when one was queued or one ended (a slot freed);
+            # otherwise a tick now and then is enough, and the poll costs one query.
+            if changed or time.monotonic() - last_tick >= IDLE_TICK_S:
+                queue.tick()
+                last_tick = time.monotonic()
+            pending = [r for r in submitted if r not in results]
+            ended = queue.ended_among(pending)
+            for run_id in ended:
+                results[run_id] = queue.result(run_id, stage.asset_keys, submitted[run_id])
+                progress.step(results[run_id].success)
+            changed = bool(ended)
+            if len(results) < len(submitted):
+                time.sleep(POLL_S)
     except BaseException:
         queue.cancel(list(submitted))
         _wait_for_end(queue, list(submitted))

@@ -18,15 +18,20 @@ pandas string default is in force. Written to a temporary file and renamed (stor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import anndata as ad
 import numpy as np
-import pandas as pd
 import polars as pl
 
 from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.fs import StoragePath, as_path, local_copy
+
+# anndata and pandas (about 1.3 s of imports) load when a table is written or read, not with the
+# definitions every Dagster run worker loads.
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
 
 # obs columns, in order; text columns become categoricals in the file.
 OBS_SCHEMA: dict[str, pl.DataType] = {
@@ -74,6 +79,8 @@ def _text(values: list[str | None]) -> np.ndarray:
 
 
 def _obs_frame(obs: pl.DataFrame, cell_types: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     # obs_names: nucleus_id as text (the integer stays a column of the same name)
     index = pd.Index(_text([str(i) for i in obs["nucleus_id"].to_list()]), dtype=object)
     columns: dict[str, object] = {}
@@ -93,6 +100,8 @@ def _obs_frame(obs: pl.DataFrame, cell_types: tuple[str, ...]) -> pd.DataFrame:
 
 
 def _gate_table(thresholds: pl.DataFrame, stains: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
     slides = thresholds["slide_id"].unique(maintain_order=True).to_list()
     if MARKERS in slides:
         raise StoreLayoutError(f"A slide named {MARKERS!r} cannot have a column of the gate "
@@ -108,6 +117,9 @@ def _gate_table(thresholds: pl.DataFrame, stains: tuple[str, ...]) -> pd.DataFra
 
 
 def to_anndata(table: NucleusTable) -> ad.AnnData:
+    import anndata as ad
+    import pandas as pd
+
     var = pd.DataFrame(index=pd.Index(_text(list(table.stains)), dtype=object, name="stain"))
     versions = dict(table.thresholds.select("slide_id", "threshold_version")
                     .unique(maintain_order=True).iter_rows())
@@ -135,6 +147,8 @@ def read_nucleus_table(path: StoragePath) -> NucleusTable:
     if not path.exists():
         raise StoreLayoutError(f"No AnnData file at {path}: materialise nucleus_anndata for "
                                "that slide first.")
+    import anndata as ad
+
     with local_copy(path) as local:
         adata = ad.read_h5ad(str(local))
     obs = adata.obs

@@ -93,7 +93,7 @@ def test_wiring() -> None:
     assert set(deps) == {"classifier", "virtual_he", "nucleus_mask", "nucleus_features"}
     assert isinstance(deps["classifier"], dg.AllPartitionMapping)
     assert nucleus_inference.partitions_def.name == "slides"
-    assert nucleus_inference.op.pool == "gpu"
+    assert nucleus_inference.op.pool is None  # slides infer side by side; folds train alone
 
 
 def test_every_nucleus_gets_the_ensemble_prediction(setup) -> None:

@@ -10,7 +10,6 @@ import numpy as np
 import polars as pl
 
 from dagster_project.resources import DataRoot
-from pipelines.synthetic import CohortParams, false_colour, simulate_cohort, truth_problems
 from storage.cohort_files import (
     cohort_is_current,
     read_manifest,
@@ -37,6 +36,9 @@ class CohortConfig(dg.Config):
 def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.MaterializeResult:
     """OME-TIFF slides, manifest.csv and truth/ in the data root's cohort folder; skipped
     when the folder already holds a complete cohort with the same parameters."""
+    # The simulator (scipy, scikit-image, numba: about 0.9 s of imports) loads in this step only.
+    from pipelines.synthetic import CohortParams, false_colour, simulate_cohort
+
     params = CohortParams(config.n_patients, config.n_slides, config.slide_px, config.seed)
     cohort_dir = data_root.layout.cohort_dir
     started = time.perf_counter()
@@ -71,6 +73,8 @@ def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.Materializ
 
 @dg.asset_check(asset=synthetic_cohort, description="truth masks and tables agree, Table 1 holds")
 def synthetic_cohort_truth_is_consistent(data_root: DataRoot) -> dg.AssetCheckResult:
+    from pipelines.synthetic import truth_problems
+
     cohort_dir = data_root.layout.cohort_dir
     problems = {}
     for slide_id in read_manifest(cohort_dir)["slide_id"]:

@@ -24,7 +24,7 @@ from storage.parquet_dataset import read_slide_partition
 class InferenceConfig(dg.Config):
     """`fold`: use that fold's model alone (None: the mean of the probabilities of every
     trained fold). `device`: auto (cuda, mps, cpu), or one of them. `cpu_threads`: torch
-    threads on CPU (0: torch's default, every core; the `gpu` pool runs one slide at a time)."""
+    threads on CPU (0: torch's default, every core)."""
 
     fold: int | None = None
     device: str = "auto"
@@ -37,9 +37,11 @@ ONE_PREDICTION = dg.AssetCheckSpec("one_prediction_per_nucleus", asset=INFERENCE
 
 
 # A multi_asset for its skippable spec: a step without a trained fold yields nothing, and
-# `can_subset` makes the embedded check optional with it.
+# `can_subset` makes the embedded check optional with it. No pool: a slide's inference holds one
+# ResNet-18 per fold (45 MB each) and batches of 41 x 41 patches, so slides may share a GPU or
+# the CPU cores; the run queue's limit bounds how many run at once. Training keeps the `gpu` pool.
 @dg.multi_asset(
-    name="nucleus_inference", partitions_def=slide_partitions, pool="gpu", can_subset=True,
+    name="nucleus_inference", partitions_def=slide_partitions, can_subset=True,
     specs=[dg.AssetSpec(
         INFERENCE_KEY, group_name="inference", kinds={"pytorch", "parquet"}, skippable=True,
         deps=[dg.AssetDep("classifier", partition_mapping=dg.AllPartitionMapping()),
