@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import polars as pl
 import pytest
+from PIL import Image
 
 from pipelines.errors import ConfigurationError, StainError
 from pipelines.thresholds import (
+    AUTO_BLUE,
+    HISTOGRAM_GREY,
+    MANUAL_RED,
+    PANEL_H_PX,
+    PANEL_MARGIN_PX,
+    PANEL_W_PX,
+    TITLE_H_PX,
     AutoThresholdParams,
     auto_threshold,
     feature_stains,
@@ -146,12 +156,28 @@ def test_hostile_stain_names_are_refused(hostile: str) -> None:
         feature_stains(features)
 
 
-def test_review_figure_is_a_png() -> None:
+def test_review_figure_draws_each_cut_off_where_it_lies_in_its_colour() -> None:
     features = _features()
     rows = slide_thresholds("S1", features, parse_thresholds_csv(CSV), AutoThresholdParams())
     png = review_figure_png("S1", features, rows)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(png) > 5000
+    image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert image.shape == (TITLE_H_PX + PANEL_H_PX, 3 * PANEL_W_PX, 3)  # 3 stains, one row
+    panels = rows.sort("stain_key").to_dicts()  # cd3d (manual), nakatpase, panck (auto)
+    assert [r["source"] for r in panels] == ["manual", "auto", "auto"]
+    middle = TITLE_H_PX + PANEL_H_PX // 2
+    for i, row in enumerate(panels):
+        logs = np.log1p(features["mean_" + row["stain_key"]].to_numpy().astype(np.float64))
+        cut = np.log1p(row["threshold"])
+        lo, hi = min(logs.min(), cut), max(logs.max(), cut)
+        left = i * PANEL_W_PX + PANEL_MARGIN_PX
+        expected = left + (cut - lo) / (hi - lo) * (PANEL_W_PX - 2 * PANEL_MARGIN_PX)
+        colour = MANUAL_RED if row["source"] == "manual" else AUTO_BLUE
+        xs = np.flatnonzero((image[middle, i * PANEL_W_PX:(i + 1) * PANEL_W_PX]
+                             == colour).all(axis=1)) + i * PANEL_W_PX
+        assert xs.size and abs(xs.mean() - expected) <= 1.5, (row["stain"], xs, expected)
+    # the histogram: its bars reach the panel's axis
+    assert (image[TITLE_H_PX + PANEL_H_PX - 17, :PANEL_W_PX] == HISTOGRAM_GREY).all(axis=1).any()
 
 
 def test_one_population_gives_few_positives() -> None:
