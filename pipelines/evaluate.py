@@ -308,3 +308,37 @@ def pick_map_slides(
         if slide_id not in chosen:
             chosen.append(slide_id)
     return chosen
+
+
+def look_alike_metrics(
+    predictions: pl.DataFrame, group: Sequence[str], cell_types: Sequence[str] = CELL_TYPES
+) -> pl.DataFrame:
+    """PPV and prevalence of each class of `group` among the nuclei that truly belong to it.
+
+    A group of classes that H&E cannot tell apart (the simulator's control group) can still
+    differ, as a whole, from the other cells: its members' PPV against the whole slide's
+    prevalence then rises with what the pixels do show. Within the group that signal is gone:
+    a model that learnt nothing the pixels lack has PPV close to the prevalence there (ratio
+    near 1). `predictions` has class_index and predicted_index; PPV is null for a class that
+    was never predicted for a nucleus of the group.
+    """
+    index = {name: i for i, name in enumerate(cell_types)}
+    members = [index[name] for name in group]
+    inside = predictions.filter(pl.col("class_index").is_in(members))
+    rows = []
+    for name in group:
+        i = index[name]
+        predicted = inside.filter(pl.col("predicted_index") == i)
+        hits = predicted.filter(pl.col("class_index") == i).height
+        support = inside.filter(pl.col("class_index") == i).height
+        prevalence = support / inside.height if inside.height else None
+        ppv = hits / predicted.height if predicted.height else None
+        rows.append({"cell_type": name, "group_nuclei": inside.height, "support": support,
+                     "predicted": predicted.height, "ppv_in_group": ppv,
+                     "prevalence_in_group": prevalence,
+                     "ratio_in_group": ppv / prevalence if ppv is not None and prevalence
+                     else None})
+    return pl.DataFrame(rows, schema={
+        "cell_type": pl.Utf8, "group_nuclei": pl.Int64, "support": pl.Int64,
+        "predicted": pl.Int64, "ppv_in_group": pl.Float64, "prevalence_in_group": pl.Float64,
+        "ratio_in_group": pl.Float64})

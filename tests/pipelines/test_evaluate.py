@@ -11,6 +11,7 @@ from pipelines.evaluate import (
     confusion_matrix,
     fold_metrics,
     fold_overview,
+    look_alike_metrics,
     metrics_table_markdown,
     pick_map_slides,
     report_markdown,
@@ -192,3 +193,24 @@ def test_report_names_classes_never_predicted_in_a_fold() -> None:
     assert "sample standard deviation (ddof = 1)" in text
     assert "95 % Wilson interval" in text
     assert ppv_npv_figure(summary).startswith(PNG)
+
+
+def test_look_alike_metrics_leave_out_what_tells_the_group_from_the_rest() -> None:
+    # A model that finds lymphocytes (the group) but guesses among them: 6 helper T and 3
+    # leukocytes, all predicted helper T, and 10 epithelial cells, predicted epithelial.
+    types = ("epithelial", "helper_t", "leukocyte")
+    true = [1] * 6 + [2] * 3 + [0] * 10
+    predicted = [1] * 9 + [0] * 10
+    frame = pl.DataFrame({"class_index": true, "predicted_index": predicted},
+                         schema={"class_index": pl.Int16, "predicted_index": pl.Int16})
+    table = look_alike_metrics(frame, ("helper_t", "leukocyte"), types)
+    helper = table.row(0, named=True)
+    assert helper["group_nuclei"] == 9 and helper["support"] == 6 and helper["predicted"] == 9
+    assert helper["ppv_in_group"] == pytest.approx(6 / 9)
+    assert helper["prevalence_in_group"] == pytest.approx(6 / 9)
+    assert helper["ratio_in_group"] == pytest.approx(1.0)  # no within-group signal
+    # against the whole frame's prevalence (6 / 19) the same PPV looks like 2.1x
+    assert (6 / 9) / (6 / 19) > 2
+    leukocyte = table.row(1, named=True)
+    assert leukocyte["predicted"] == 0 and leukocyte["ppv_in_group"] is None
+    assert leukocyte["ratio_in_group"] is None
