@@ -2,8 +2,10 @@
 
 Run: python -m pytest tests/benchmarks/test_bench_stage_memory.py -s   (about 10 min on 2 cores)
 
-Slides: one simulated 27-stain demo slide (1024 px at 0.32 µm/px) tiled 1x1 and 4x4 into two
-OME-TIFFs (1024² and 4096², 57 MB and 906 MB raw). Each stage runs alone, as a user runs it,
+Slides: one simulated 27-stain demo slide (1024 px at 0.32 µm/px) tiled 2x2 and 8x8 into two
+OME-TIFFs (2048² and 8192², 226 MB and 3.6 GB raw). Both are several of the stages' 1024 px tiles
+wide, so each stage's per-tile working set is reached at both sizes and what is compared is what
+grows with the slide. Each stage runs alone, as a user runs it,
 through `nucleus-subtyping run --config ... --only STAGE`, in its own process tree (the command,
 the code server and the run worker). Printed per stage: peak RSS of that tree at both sizes
 (the largest process's VmHWM, sampled from /proc while the tree runs), throughput (megapixels per
@@ -32,7 +34,7 @@ from storage.ome_tiff import write_ome_tiff
 
 STAGES = ("slide_manifest", "slide_image", "nucleus_mask", "nucleus_features",
           "stain_thresholds", "nucleus_labels", "virtual_he", "nucleus_patches")
-SIZES = {"small": 1, "large": 4}  # tiles per side of the 1024 px demo slide
+SIZES = {"small": 2, "large": 8}  # tiles per side of the 1024 px demo slide
 MAX_GROWTH = 1.15
 
 
@@ -127,8 +129,9 @@ def test_bench_stage_memory(tmp_path: Path) -> None:
             peak_mb, seconds, code = _run_stage(root, stage)
             assert code == 0, f"{stage} failed on the {name} slide"
             rows[stage][name] = (peak_mb, px / 1e6 / max(seconds, 1e-6))
-    print(f"\n{'stage':18} {'peak 1024² MB':>14} {'peak 4096² MB':>14} {'ratio':>6} "
-          f"{'MPx/s 1024²':>12} {'MPx/s 4096²':>12}")
+    small, large = (f"{1024 * SIZES[k]}²" for k in ("small", "large"))
+    print(f"\n{'stage':18} {'peak ' + small + ' MB':>14} {'peak ' + large + ' MB':>14} "
+          f"{'ratio':>6} {'MPx/s ' + small:>12} {'MPx/s ' + large:>12}")
     grown = []
     for stage, by_size in rows.items():
         (small_mb, small_rate), (large_mb, large_rate) = by_size["small"], by_size["large"]
