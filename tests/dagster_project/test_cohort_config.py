@@ -75,7 +75,7 @@ def test_the_mibi_example_runs_to_the_catalog_with_the_mibi_rules(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     example = load_cohort_config(MIBI_EXAMPLE)
-    # The README's example, with its outputs in a temporary folder.
+    # The worked example of docs/real-slides.md, with its outputs in a temporary folder.
     config = tmp_path / "cohort.yaml"
     config.write_text(json.dumps({
         "manifest": example.manifest, "data_root": str(tmp_path / "out"),

@@ -9,7 +9,8 @@ from pipelines.synthetic.panel import CONTROL_GROUP, HE_CUES, PROFILES, he_cue_t
 from pipelines.synthetic.tissue import _LP_MIX, _MUSCULARIS_MIX
 from pipelines.vhe.beer_lambert import HISTOLOGY_ABSORPTIONS
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+# The page that shows the cue table, under "What H&E can show".
+CUE_TABLE_PAGE = Path(__file__).resolve().parents[2] / "docs" / "synthetic-cohort.md"
 
 
 def test_every_class_has_a_cue_row_and_a_declared_signal() -> None:
@@ -35,5 +36,5 @@ def test_control_group_has_no_distinguishing_cue() -> None:
     assert len(cue_rows) == 1
 
 
-def test_readme_shows_the_cue_table() -> None:
-    assert he_cue_table() in README.read_text(encoding="utf-8")
+def test_the_synthetic_cohort_page_shows_the_cue_table() -> None:
+    assert he_cue_table() in CUE_TABLE_PAGE.read_text(encoding="utf-8")
