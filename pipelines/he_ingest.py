@@ -25,14 +25,13 @@ import tifffile
 import zarr
 
 from pipelines.errors import SlideInputError
-from pipelines.ingest import (
+from pipelines.ingest.mpp import _um_per_unit, resolve_mpp
+from pipelines.ingest.ome_tiff import _xml_list
+from pipelines.ingest.tiff import (
     TIFF_SUFFIXES,
     _check_data_in_file,
     _open_tiff,
     _tiff_resolution_mpp,
-    _um_per_unit,
-    _xml_list,
-    resolve_mpp,
 )
 from pipelines.patches import PATCH_MPP, ResampleGrid
 from pipelines.vhe.streaming import _write_level
