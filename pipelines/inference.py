@@ -1,7 +1,7 @@
 """Cell types of every nucleus of any slide, labelled or not, from trained classifier folds.
 
 Patches are cut from the slide's virtual H&E tile by tile exactly as for training
-(pipelines/patches.py: 41x41 px at 0.5 µm/px, centred on each nucleus) and predicted in batches
+(pipelines/patches/: 41x41 px at 0.5 µm/px, centred on each nucleus) and predicted in batches
 as they come (pipelines/train/predict.py) by one fold model or several, whose class
 probabilities are averaged (an ensemble). Outlines for viewers are traced from the nucleus mask
 tile by tile, and a whole-slide map shows the predicted classes. Nothing is written here.
