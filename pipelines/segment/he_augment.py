@@ -15,7 +15,7 @@ therefore re-stained in optical-density space before the colour jitter:
    gamma, brightness, contrast and saturation, Gaussian blur, sensor noise and JPEG.
 
 Geometry (flips, quarter turns) is applied to image and labels alike; scale is chosen when the
-crop is cut (pipelines/segment/he_learned.py).
+crop is cut (pipelines/segment/he_learned/).
 """
 
 from __future__ import annotations
