@@ -19,6 +19,7 @@ import polars as pl
 from pipelines.errors import StainError
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import MEAN_PREFIX
+from storage.sql_quote import quote_identifier, quote_literal
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -30,16 +31,6 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
     "excluded_at_step": pl.Int16(),
     "threshold_version": pl.Utf8(),
 }
-
-
-def quote_identifier(name: str) -> str:
-    """A DuckDB identifier in double quotes (inner quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A DuckDB string literal in single quotes (inner quotes doubled)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def checked_stain_keys(keys: Iterable[str]) -> list[str]:
