@@ -26,7 +26,7 @@ from pipelines.errors import ConfigurationError, SlideInputError
 from pipelines.figures import png_bytes
 from pipelines.outlines import OutlineParams, trace_outlines
 from pipelines.patches import PatchParams, PatchPlan, extract_patches, plan_patches
-from pipelines.train.loop import pick_device
+from pipelines.torch_device import select_device
 from pipelines.train.model import RandomInitWarning, build_classifier
 from pipelines.train.predict import predict_probabilities, probability_columns
 from storage.tiles import tile_grid
@@ -95,7 +95,7 @@ class EnsemblePredictor:
         if not models:
             raise ConfigurationError("Inference needs at least one trained classifier.")
         self.models, self.params = list(models), params
-        self.device = pick_device(params.device)
+        self.device = select_device(params.device)
         self.total = np.zeros((n_rows, n_classes), np.float64)
         self.seen = np.zeros(n_rows, bool)
         self.model_seconds = 0.0

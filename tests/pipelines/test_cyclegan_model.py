@@ -5,13 +5,13 @@ import math
 import pytest
 import torch
 
+from pipelines.torch_device import select_device
 from pipelines.vhe.cyclegan import optics
 from pipelines.vhe.cyclegan.model import (
     Architecture,
     PatchDiscriminator,
     ResnetGenerator,
     build_networks,
-    select_device,
 )
 
 

@@ -166,7 +166,7 @@ def he_nucleus_inference(
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """Predict every nucleus of the slide (harmonised to the virtual H&E), write the outputs."""
     from pipelines.inference import InferenceParams  # torch loads in this step only
-    from pipelines.train.loop import torch_threads
+    from pipelines.torch_device import torch_threads
 
     layout, slide_id = data_root.layout, context.partition_key
     models_layout = DataLayout(config.classifier_root) if config.classifier_root else layout

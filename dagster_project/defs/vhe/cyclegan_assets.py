@@ -62,8 +62,8 @@ def cyclegan_model(
     context: dg.AssetExecutionContext, config: CycleGanConfig, data_root: DataRoot
 ) -> dg.MaterializeResult:
     """A CycleGAN checkpoint (models/cyclegan) and a preview PNG of MxIF -> virtual H&E."""
+    from pipelines.torch_device import torch_threads
     from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
-    from pipelines.vhe.cyclegan.model import torch_threads
     from pipelines.vhe.cyclegan.train import train
 
     layout, he_dir = data_root.layout, Path(config.he_tiles_dir)

@@ -22,7 +22,7 @@ from pipelines.segment.he_unet import (
     labels_from_maps,
     network_input,
 )
-from pipelines.vhe.cyclegan.model import select_device, torch_threads
+from pipelines.torch_device import select_device, torch_threads
 
 
 class HeLearnedSegmenter:

@@ -18,7 +18,7 @@ from pipelines.segment.he_learned.params import DEFAULT_TRAIN_PARAMS, HeTrainPar
 from pipelines.segment.he_unet import (
     NucleusUNet,
 )
-from pipelines.vhe.cyclegan.model import select_device, torch_threads
+from pipelines.torch_device import select_device, torch_threads
 
 
 def segmentation_loss(logits: torch.Tensor, targets: torch.Tensor,
