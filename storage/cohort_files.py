@@ -196,8 +196,3 @@ def read_truth_nuclei(cohort_dir: str | Path, slide_id: str) -> pl.DataFrame:
     return read_parquet(path)
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an (h, w, 3) uint8 image as PNG, atomically."""
-    import imagecodecs
-
-    return atomic_write_bytes(path, bytes(imagecodecs.png_encode(np.ascontiguousarray(rgb))))

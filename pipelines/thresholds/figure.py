@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import numpy as np
@@ -23,6 +22,8 @@ def review_figure_png(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from pipelines.figures import png_bytes
 
     rows = thresholds.sort("stain_key").to_dicts()
     n_cols = min(6, max(1, len(rows)))
@@ -51,7 +52,6 @@ def review_figure_png(
         ax.tick_params(labelsize=6, length=2)
     fig.suptitle(f"{slide_id}: log1p(mean intensity) per nucleus, log10(1 + count)",
                  fontsize=9)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
+    png = png_bytes(fig, dpi=80, tight=False)
     plt.close(fig)
-    return buffer.getvalue()
+    return png

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 
 from dagster_project.resources import DataRoot
+from pipelines.markdown import markdown_table
 from pipelines.synthetic import CohortParams, false_colour, simulate_cohort, truth_problems
 from storage.cohort_files import (
     cohort_is_current,
@@ -17,9 +18,9 @@ from storage.cohort_files import (
     read_truth_mask,
     read_truth_nuclei,
     write_cohort,
-    write_png,
 )
 from storage.ome_tiff import read_ome_tiff, read_ome_tiff_info
+from storage.png import write_rgb_png
 
 
 class CohortConfig(dg.Config):
@@ -49,7 +50,7 @@ def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.Materializ
     first = manifest.row(0, named=True)
     slide_file = cohort_dir / first["path"]
     rgb = false_colour(read_ome_tiff(slide_file), read_ome_tiff_info(slide_file).stains, step=2)
-    preview = write_png(data_root.layout.figures_dir("cohort") / "preview.png", rgb)
+    preview = write_rgb_png(data_root.layout.figures_dir("cohort") / "preview.png", rgb)
     small = base64.b64encode(imagecodecs.png_encode(np.ascontiguousarray(rgb[::2, ::2])))
     n_nuclei = sum(read_truth_nuclei(cohort_dir, s).height for s in manifest["slide_id"])
     return dg.MaterializeResult(metadata={
@@ -88,7 +89,4 @@ def _table(manifest: pl.DataFrame) -> str:
     counts = manifest.group_by("site", "condition").agg(
         pl.len().alias("slides"), pl.col("patient_id").n_unique().alias("patients")
     ).sort("site", "condition")
-    lines = ["| site | condition | patients | slides |", "|---|---|---|---|"]
-    lines += [f"| {r['site']} | {r['condition']} | {r['patients']} | {r['slides']} |"
-              for r in counts.iter_rows(named=True)]
-    return "\n".join(lines)
+    return markdown_table(counts.select("site", "condition", "patients", "slides"))

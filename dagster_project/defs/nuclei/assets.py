@@ -11,16 +11,17 @@ import numpy as np
 from dagster_project.automation import SLIDE_STAGE
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
+from pipelines.markdown import markdown_table
 from pipelines.quantify import QuantifyParams, feature_checks, quantify_slide
 from pipelines.segment import SegmentParams, nuclear_image, segment_slide
 from pipelines.segment.preview import outline_overlay
 from pipelines.segment.watershed import WatershedParams, WatershedSegmenter
-from storage.cohort_files import write_png
 from storage.fs import link
 from storage.layout import DataLayout
 from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
 from storage.parquet_dataset import write_slide_partition
+from storage.png import write_rgb_png
 from storage.slide_store import open_slide
 
 PREVIEW_PX = 768
@@ -102,7 +103,7 @@ def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> di
     stains = [s for s in config.nuclear_stains if s in slide.info.stains] or [slide.info.stains[0]]
     rgb = outline_overlay(nuclear_image(slide.read(0, 0, h, w, stains=stains)),
                           mask.read(0, 0, h, w))
-    path = write_png(layout.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
+    path = write_rgb_png(layout.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
     return {"preview": dg.MetadataValue.path(str(path)),
             "preview_md": dg.MetadataValue.md(f"![outlines]({link(path)})")}
 
@@ -133,12 +134,5 @@ def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesC
         "median_area_um2": float(np.nan_to_num(frame["area_um2"].median() or 0.0)),
         "seconds": round(time.perf_counter() - started, 2),
         "path": dg.MetadataValue.path(str(path)),
-        "preview": dg.MetadataValue.md(_markdown(head)),
+        "preview": dg.MetadataValue.md(markdown_table(head, float_format=".4g")),
     })
-
-
-def _markdown(frame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in frame.iter_rows()]
-    return "\n".join(lines)

@@ -18,9 +18,10 @@ from storage.checkpoints import (
     save_cyclegan_checkpoint,
 )
 from storage.fs import link
-from storage.he_tiles import HeTileFolder, write_rgb_png
+from storage.he_tiles import HeTileFolder
 from storage.layout import DataLayout
 from storage.manifest import read_manifest_parquet
+from storage.png import write_rgb_png
 from storage.slide_store import SlideReader, open_slide
 
 # The CycleGAN modules (torch) load in the training step, not with the definitions.
