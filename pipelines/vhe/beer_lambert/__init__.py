@@ -45,7 +45,7 @@ from pipelines.vhe.beer_lambert.absorptions import (
 )
 from pipelines.vhe.beer_lambert.backend import BeerLambertBackend
 from pipelines.vhe.beer_lambert.dye_vectors import estimate_dye_vectors
-from pipelines.vhe.beer_lambert.normalisation import StainNormalisation, fit_normalisation
+from pipelines.vhe.beer_lambert.normalisation import StainLevels, fit_normalisation
 from pipelines.vhe.beer_lambert.params import BeerLambertParams
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
     "BeerLambertBackend",
     "BeerLambertParams",
     "StainAbsorption",
-    "StainNormalisation",
+    "StainLevels",
     "Vector3",
     "absorption_table",
     "estimate_dye_vectors",

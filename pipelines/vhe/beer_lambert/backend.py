@@ -13,7 +13,7 @@ from pipelines.errors import ConfigurationError, StainError
 from pipelines.gaussian import gaussian_blur
 from pipelines.vhe.base import VirtualHEBackend
 from pipelines.vhe.beer_lambert.kernels import _amounts_kernel, _log_light_kernel, _to_uint8_kernel
-from pipelines.vhe.beer_lambert.normalisation import StainNormalisation, fit_normalisation
+from pipelines.vhe.beer_lambert.normalisation import StainLevels, fit_normalisation
 from pipelines.vhe.beer_lambert.params import BeerLambertParams, _unit
 
 
@@ -27,7 +27,7 @@ class BeerLambertBackend(VirtualHEBackend):
     def __init__(
         self,
         params: BeerLambertParams | None = None,
-        normalisation: StainNormalisation | None = None,
+        normalisation: StainLevels | None = None,
     ) -> None:
         self.p = params or BeerLambertParams()
         self.normalisation = normalisation

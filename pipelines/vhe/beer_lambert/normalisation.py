@@ -14,13 +14,14 @@ from pipelines.vhe.beer_lambert.params import BeerLambertParams
 
 
 @dataclass(frozen=True)
-class StainNormalisation:
+class StainLevels:
     """Per-slide, per-stain intensity levels fitted on a pixel sample.
 
     `glass`: the dark level outside tissue; `background`: the level of stain-negative tissue
     (autofluorescence); `high`: the level of a strongly positive pixel. A stain's signal is
     n = clip((x - background) / (high - background), 0, 1) and its tissue evidence
-    a = (x - glass) / (background - glass).
+    a = (x - glass) / (background - glass). (The CycleGAN's `StainNormalisation`,
+    pipelines/vhe/cyclegan/data.py, is another mapping: a low..high range onto [-1, 1].)
     """
 
     glass: np.ndarray
@@ -70,7 +71,7 @@ def _ranked_percentiles(
 
 def fit_normalisation(
     sample: np.ndarray, params: BeerLambertParams, stains: Sequence[str], slide_id: str = "slide"
-) -> StainNormalisation:
+) -> StainLevels:
     """Robust per-stain levels from a (stain, n) pixel sample of one slide.
 
     Percentiles make the rendering independent of the slide's intensity scale: multiplying a
@@ -108,7 +109,7 @@ def fit_normalisation(
             "can be rendered; check the slide's stain order and pixel data."
         )
     high = np.where(high > background, high, background + 1.0)
-    return StainNormalisation(
+    return StainLevels(
         glass=glass.astype(np.float32),
         background=background.astype(np.float32),
         high=high.astype(np.float32),
