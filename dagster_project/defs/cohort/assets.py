@@ -14,7 +14,7 @@ from pipelines.markdown import markdown_table
 from pipelines.synthetic import CohortParams, false_colour, simulate_cohort, truth_problems
 from storage.cohort_files import (
     cohort_is_current,
-    read_manifest,
+    read_cohort_manifest,
     read_truth_mask,
     read_truth_nuclei,
     write_cohort,
@@ -46,7 +46,7 @@ def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.Materializ
         summary = write_cohort(cohort_dir, simulate_cohort(params, config.workers),
                                params.as_dict())
     seconds = time.perf_counter() - started
-    manifest = read_manifest(cohort_dir)
+    manifest = read_cohort_manifest(cohort_dir)
     first = manifest.row(0, named=True)
     slide_file = cohort_dir / first["path"]
     rgb = false_colour(read_ome_tiff(slide_file), read_ome_tiff_info(slide_file).stains, step=2)
@@ -74,7 +74,7 @@ def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.Materializ
 def synthetic_cohort_truth_is_consistent(data_root: DataRoot) -> dg.AssetCheckResult:
     cohort_dir = data_root.layout.cohort_dir
     problems = {}
-    for slide_id in read_manifest(cohort_dir)["slide_id"]:
+    for slide_id in read_cohort_manifest(cohort_dir)["slide_id"]:
         found = truth_problems(read_truth_mask(cohort_dir, slide_id),
                                read_truth_nuclei(cohort_dir, slide_id))
         if found:
