@@ -16,8 +16,8 @@ import numpy as np
 from pipelines.errors import SlideInputError, StainError
 from pipelines.ingest.mpp import resolve_mpp
 from pipelines.stains import canonical_stains, require_stains
+from storage.tiles import DEFAULT_TILE_PX
 
-DEFAULT_TILE_PX = 1024
 # Planes up to this many bytes are decoded whole: bounded, and fast for small strips.
 WHOLE_PLANE_BYTES = 8 * 2**20
 

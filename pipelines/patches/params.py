@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipelines.errors import ConfigurationError
+from storage.tiles import DEFAULT_TILE_PX
 
 PATCH_PX = 41
 PATCH_MPP = 0.5
@@ -17,7 +18,7 @@ class PatchParams:
 
     patch_px: int = PATCH_PX
     mpp: float = PATCH_MPP
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     pad_mode: Literal["reflect", "constant"] = "reflect"
     pad_value: int = 255
     chunk_rows: int = 128

@@ -15,7 +15,7 @@ from pipelines.errors import SlideInputError
 from pipelines.quantify.columns import _features, empty_features
 from pipelines.quantify.hull import convex_areas
 from pipelines.quantify.tile import _merge, _Partial, measure_tile
-from storage.tiles import tile_grid
+from storage.tiles import DEFAULT_TILE_PX, tile_grid
 
 
 class SlideTiles(Protocol):
@@ -41,7 +41,7 @@ class QuantifyParams:
     """tile_px: tile side of the streaming pass; shape_features: perimeter and solidity (the
     rest of the shape comes free from moments); off, those two columns are NaN."""
 
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     shape_features: bool = True
 
 

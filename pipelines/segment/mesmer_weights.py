@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Literal
 
 from pipelines.errors import ConfigurationError
+from pipelines.segment.base import DEFAULT_MEMBRANE_STAIN
+from pipelines.stains import NUCLEAR_STAIN
+from storage.tiles import DEFAULT_TILE_PX
 
 MODEL_PATH_ENV = "MESMER_MODEL_PATH"
 ONNX_MODEL_PATH_ENV = "MESMER_ONNX_MODEL_PATH"
@@ -38,9 +41,9 @@ class MesmerParams:
     thresholds are Mesmer's nuclear post-processing defaults (deepcell 0.12).
     """
 
-    nuclear_stain: str = "DAPI"
-    membrane_stain: str | None = "Muc2"
-    tile_px: int = 1024
+    nuclear_stain: str = NUCLEAR_STAIN
+    membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int = 64
     batch_size: int = 4
     model_path: str | None = None

@@ -14,6 +14,7 @@ from dagster_project.resources import DataRoot
 from pipelines.markdown import markdown_table
 from pipelines.quantify import QuantifyParams, feature_checks, quantify_slide
 from pipelines.segment import SegmentParams, nuclear_image, segment_slide
+from pipelines.segment.base import DEFAULT_MEMBRANE_STAIN, DEFAULT_NUCLEAR_STAINS, SegmentBackend
 from pipelines.segment.preview import outline_overlay
 from pipelines.segment.watershed import WatershedParams, WatershedSegmenter
 from storage.fs import link
@@ -23,6 +24,7 @@ from storage.mask_store import create_mask, open_mask
 from storage.parquet_dataset import write_slide_partition
 from storage.png import write_rgb_png
 from storage.slide_store import open_slide
+from storage.tiles import DEFAULT_TILE_PX
 
 PREVIEW_PX = 768
 _HAS_MESMER = importlib.util.find_spec("dagster_project.defs.nuclei.mesmer") is not None
@@ -33,11 +35,11 @@ class NucleusMaskConfig(dg.Config):
     """backend: watershed (default, no weights) | import (your own masks) | mesmer | mesmer-onnx.
     import_path: where imported masks are, `{slide_id}` filled in, relative to the data root."""
 
-    backend: Literal["watershed", "import", "mesmer", "mesmer-onnx"] = "watershed"
-    tile_px: int = 1024
+    backend: SegmentBackend = "watershed"
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int | None = None
-    nuclear_stains: list[str] = ["DAPI"]  # noqa: RUF012 (dagster copies config defaults)
-    membrane_stain: str | None = "Muc2"
+    nuclear_stains: list[str] = list(DEFAULT_NUCLEAR_STAINS)  # noqa: RUF012 (dagster copies config defaults)
+    membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN
     import_path: str = "imported_masks/{slide_id}.tif"
     mask_plane: int | None = None
     # import: a mask that looks binary (0/1) is refused, or labelled by connected components.
@@ -109,7 +111,7 @@ def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> di
 
 
 class NucleusFeaturesConfig(dg.Config):
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     shape_features: bool = True
 
 
