@@ -263,7 +263,7 @@ DEFAULT_RULES_SQL = "cell_type_rules.sql"
 def project_catalog_spec(
     layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
 ) -> CatalogSpec:
-    """The project's catalog: dataset views, then marker_positivity, the rules, the summaries.
+    """The project's catalog: dataset views, then stain_positivity, the rules, the summaries.
 
     `positivity_sql` is generated from the cohort's validated stain keys (see
     pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.

@@ -138,7 +138,7 @@ def test_catalog_opens_in_a_plain_duckdb_connection(cohort) -> None:
     views = {r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     con.close()
-    assert {"nucleus_features", "stain_thresholds", "marker_positivity", "nucleus_cell_type",
+    assert {"nucleus_features", "stain_thresholds", "stain_positivity", "nucleus_cell_type",
             "nucleus_classes", "cell_type_counts_per_slide", "cell_type_counts_per_patient",
             "cell_type_counts", "compartment_counts_per_slide", "nucleus_labels"} <= views
 

@@ -163,7 +163,7 @@ def catalog_matches_label_table(data_root: DataRoot, label_settings: LabelSettin
     """Every nucleus with thresholds is classified once, as in the materialised label table."""
     path = label_settings.catalog_path(data_root.layout)
     n = query_catalog(path, "SELECT (SELECT count(*) FROM nucleus_classes) AS classes, "
-                            "(SELECT count(*) FROM marker_positivity) AS nuclei").row(0)
+                            "(SELECT count(*) FROM stain_positivity) AS nuclei").row(0)
     same_rules = label_settings.catalog_rules_sql == DEFAULT_RULES_SQL
     differ = query_catalog(
         path, "SELECT count(*) FROM nucleus_classes AS v JOIN nucleus_labels AS l "
