@@ -14,14 +14,7 @@ from pipelines.vhe.cyclegan.model import (
     build_networks,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions gain nothing from threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_generator_maps_stains_to_rgb_in_the_tanh_range():
