@@ -21,6 +21,7 @@ from storage.fs import link
 from storage.layout import DataLayout
 from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
+from storage.model_weights import resolve_mesmer_onnx_model
 from storage.parquet_dataset import write_slide_partition
 from storage.png import write_rgb_png
 from storage.slide_store import open_slide
@@ -95,7 +96,8 @@ def _backend(config: NucleusMaskConfig, slide_id: str, layout: DataLayout):
                                   config.mask_plane)
     from pipelines.segment.mesmer_onnx import MesmerOnnxSegmenter
 
-    return MesmerOnnxSegmenter(model_path=config.model_path, halo_px=config.halo_px or 64)
+    return MesmerOnnxSegmenter(model_path=resolve_mesmer_onnx_model(config.model_path),
+                               halo_px=config.halo_px or 64)
 
 
 def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> dict:
