@@ -21,6 +21,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.cell_types import CELL_TYPES
+from pipelines.markdown import markdown_table
 
 METRICS: tuple[str, ...] = ("accuracy", "ppv", "npv", "prevalence")
 PPV_CUTOFF = 0.3
@@ -223,15 +224,8 @@ def metrics_table_markdown(summary: pl.DataFrame, ppv_cutoff: float = PPV_CUTOFF
 
 
 def frame_markdown(frame: pl.DataFrame, digits: int = 3) -> str:
-    """A small frame as a Markdown table (floats rounded)."""
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    body = []
-    for row in frame.iter_rows():
-        cells = [f"{v:.{digits}f}" if isinstance(v, float) else ("–" if v is None else str(v))
-                 for v in row]
-        body.append("| " + " | ".join(cells) + " |")
-    return "\n".join([header, rule, *body])
+    """A small frame as a Markdown table (floats rounded to `digits`, nulls as a dash)."""
+    return markdown_table(frame, float_format=f".{digits}f", none="–")
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from pipelines.cell_types import CELL_TYPES, CLASS_COLOURS
 from pipelines.evaluate import PPV_CUTOFF
 
 
-def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+def png_bytes(fig: Figure, dpi: int = 110, *, tight: bool = True) -> bytes:
+    """PNG bytes of a matplotlib figure at `dpi`; `tight` crops it to what is drawn."""
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight" if tight else None)
     return buf.getvalue()
 
 

@@ -25,18 +25,17 @@ import tifffile
 import zarr
 
 from pipelines.errors import SlideInputError
-from pipelines.ingest import (
+from pipelines.ingest.mpp import _um_per_unit, resolve_mpp
+from pipelines.ingest.ome_tiff import _xml_list
+from pipelines.ingest.tiff import (
     TIFF_SUFFIXES,
     _check_data_in_file,
     _open_tiff,
     _tiff_resolution_mpp,
-    _um_per_unit,
-    _xml_list,
-    resolve_mpp,
 )
 from pipelines.patches import PATCH_MPP, ResampleGrid
 from pipelines.vhe.streaming import _write_level
-from storage.tiles import tile_grid
+from storage.tiles import DEFAULT_TILE_PX, tile_grid
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 HE_SUFFIXES = (*TIFF_SUFFIXES, ".svs", *IMAGE_SUFFIXES)
@@ -274,7 +273,7 @@ def patch_level_grid(mpp: float) -> ResampleGrid:
     return ResampleGrid.between(mpp, PATCH_MPP)
 
 
-def stream_he(source: HESource, write: WriteLevel, tile_px: int = 1024,
+def stream_he(source: HESource, write: WriteLevel, tile_px: int = DEFAULT_TILE_PX,
               grid: ResampleGrid | None = None) -> HEIngestSummary:
     """Call `write(level, y0, x0, rgb)` for every tile core at the slide's grid (level 0) and,
     with `grid`, resampled to it (level 1); tiles are whole grid periods, so level 1 equals

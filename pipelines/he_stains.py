@@ -4,7 +4,7 @@ skimage's `rgb2hed` (Ruifrok and Johnston's stain vectors) turns RGB into optica
 along the hematoxylin, eosin and DAB directions. Values are in rgb2hed's units (natural-log
 optical density divided by ln(1e-6), about 1/13.8 of the optical density): glass and pure
 eosin are about 0, nuclei about 0.02-0.15. `HEStainSlide` shows an H&E store to the feature
-pass (pipelines/quantify.py) as a two-stain slide, so each nucleus gets mean_hematoxylin and
+pass (pipelines/quantify/) as a two-stain slide, so each nucleus gets mean_hematoxylin and
 mean_eosin besides its shape.
 """
 

@@ -1,7 +1,7 @@
 """Cell types of every nucleus of any slide, labelled or not, from trained classifier folds.
 
 Patches are cut from the slide's virtual H&E tile by tile exactly as for training
-(pipelines/patches.py: 41x41 px at 0.5 µm/px, centred on each nucleus) and predicted in batches
+(pipelines/patches/: 41x41 px at 0.5 µm/px, centred on each nucleus) and predicted in batches
 as they come (pipelines/train/predict.py) by one fold model or several, whose class
 probabilities are averaged (an ensemble). Outlines for viewers are traced from the nucleus mask
 tile by tile, and a whole-slide map shows the predicted classes. Nothing is written here.
@@ -26,10 +26,10 @@ from pipelines.errors import ConfigurationError, SlideInputError
 from pipelines.figures import png_bytes
 from pipelines.outlines import OutlineParams, trace_outlines
 from pipelines.patches import PatchParams, PatchPlan, extract_patches, plan_patches
-from pipelines.train.loop import pick_device
+from pipelines.torch_device import select_device
 from pipelines.train.model import RandomInitWarning, build_classifier
 from pipelines.train.predict import predict_probabilities, probability_columns
-from storage.tiles import tile_grid
+from storage.tiles import DEFAULT_TILE_PX, tile_grid
 
 ReadWindow = Callable[[int, int, int, int], np.ndarray]
 
@@ -43,7 +43,7 @@ class InferenceParams:
     batch_size: int = 1024
     device: str = "auto"
     amp: bool = True
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.tile_px < 1:
@@ -95,7 +95,7 @@ class EnsemblePredictor:
         if not models:
             raise ConfigurationError("Inference needs at least one trained classifier.")
         self.models, self.params = list(models), params
-        self.device = pick_device(params.device)
+        self.device = select_device(params.device)
         self.total = np.zeros((n_rows, n_classes), np.float64)
         self.seen = np.zeros(n_rows, bool)
         self.model_seconds = 0.0
@@ -212,7 +212,7 @@ class OutlineTiling:
     traced shape exactly, minus collinear vertices (about 2.7x fewer); `tolerance_px` > 0
     simplifies further (Douglas-Peucker: about 1.7x fewer again, but some 15x slower)."""
 
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     max_halo_px: int = 256
     tolerance_px: float = 0.0
 
@@ -278,7 +278,7 @@ def slide_outlines(
 
 def overview_rgb(
     read_rgb: ReadWindow, height_px: int, width_px: int, max_px: int = 1200,
-    tile_px: int = 1024,
+    tile_px: int = DEFAULT_TILE_PX,
 ) -> tuple[np.ndarray, int]:
     """Every `step`-th pixel of an RGB image read tile by tile, so that neither side exceeds
     `max_px`; returns (rgb, step)."""

@@ -1,7 +1,7 @@
 """Thresholds to positivity to cell types: the SQL that joins them, and per-slide labelling.
 
 The rules themselves live in `sql/` (Table 1 in `sql/cell_type_rules.sql`); this module only
-generates the one piece of SQL that depends on which stains a cohort has (`marker_positivity`,
+generates the one piece of SQL that depends on which stains a cohort has (`stain_positivity`,
 one BOOLEAN column per stain key) and runs a rule file on one slide's frames in an in-memory
 DuckDB. Every stain name that reaches SQL is checked with `stain_key` and quoted, so a stain
 name can never inject SQL.
@@ -19,6 +19,7 @@ import polars as pl
 from pipelines.errors import StainError
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import MEAN_PREFIX
+from storage.sql_quote import quote_identifier, quote_literal
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -30,16 +31,6 @@ LABEL_SCHEMA: dict[str, pl.DataType] = {
     "excluded_at_step": pl.Int16(),
     "threshold_version": pl.Utf8(),
 }
-
-
-def quote_identifier(name: str) -> str:
-    """A DuckDB identifier in double quotes (inner quotes doubled)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    """A DuckDB string literal in single quotes (inner quotes doubled)."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def checked_stain_keys(keys: Iterable[str]) -> list[str]:
@@ -55,7 +46,7 @@ def checked_stain_keys(keys: Iterable[str]) -> list[str]:
 
 
 def positivity_view_sql(stain_keys: Iterable[str]) -> str:
-    """SQL creating `stain_thresholds_wide` and `marker_positivity` for these stain keys.
+    """SQL creating `stain_thresholds_wide` and `stain_positivity` for these stain keys.
 
     Needs `nucleus_features` (nucleus_id, slide_id, mean_<key>...) and `stain_thresholds`
     (slide_id, stain_key, threshold, threshold_version). A nucleus is positive for a stain iff
@@ -64,7 +55,7 @@ def positivity_view_sql(stain_keys: Iterable[str]) -> str:
     """
     keys = checked_stain_keys(stain_keys)
     if not keys:
-        raise StainError("No stain keys to build marker_positivity from: compute thresholds first.")
+        raise StainError("No stain keys to build stain_positivity from: compute thresholds first.")
     wide = ",\n    ".join(
         f"max(threshold) FILTER (WHERE stain_key = {quote_literal(k)}) AS {quote_identifier(k)}"
         for k in keys
@@ -77,7 +68,7 @@ def positivity_view_sql(stain_keys: Iterable[str]) -> str:
         "CREATE OR REPLACE VIEW stain_thresholds_wide AS\n"
         "SELECT\n    slide_id,\n    any_value(threshold_version) AS threshold_version,\n"
         f"    {wide}\nFROM stain_thresholds\nGROUP BY slide_id;\n\n"
-        "CREATE OR REPLACE VIEW marker_positivity AS\n"
+        "CREATE OR REPLACE VIEW stain_positivity AS\n"
         "SELECT\n    f.nucleus_id,\n    f.slide_id,\n    t.threshold_version,\n"
         f"    {positive}\n"
         "FROM nucleus_features AS f\n"
@@ -86,12 +77,12 @@ def positivity_view_sql(stain_keys: Iterable[str]) -> str:
 
 
 def empty_positivity_view_sql(stain_keys: Iterable[str]) -> str:
-    """SQL creating an empty `marker_positivity` with these BOOLEAN columns, for a catalog of a
+    """SQL creating an empty `stain_positivity` with these BOOLEAN columns, for a catalog of a
     cohort that has no thresholds yet (every view still opens, with no rows)."""
     keys = checked_stain_keys(stain_keys)
     columns = ", ".join(f"NULL::BOOLEAN AS {quote_identifier(k)}" for k in keys)
     return (
-        "CREATE OR REPLACE VIEW marker_positivity AS SELECT NULL::BIGINT AS nucleus_id, "
+        "CREATE OR REPLACE VIEW stain_positivity AS SELECT NULL::BIGINT AS nucleus_id, "
         f"NULL::VARCHAR AS slide_id, NULL::VARCHAR AS threshold_version, {columns} WHERE FALSE;\n"
     )
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.errors import StainError
-from pipelines.labels import quote_identifier, quote_literal
 from pipelines.stains import canonical_stain, stain_key
 from pipelines.thresholds import MEAN_PREFIX
+from storage.sql_quote import quote_identifier, quote_literal
 
 CATEGORIES = ("pos", "neg", "anypos", "anyneg", "allpos", "allneg")
 

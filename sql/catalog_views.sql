@@ -1,5 +1,5 @@
 -- The catalog's summary views. Run after the Parquet views (nucleus_features, stain_thresholds,
--- nucleus_labels, slide_manifest, nucleus_inference), the generated marker_positivity view and a rule file that
+-- nucleus_labels, slide_manifest, nucleus_inference), the generated stain_positivity view and a rule file that
 -- creates nucleus_cell_type and cell_type_hierarchy (e.g. sql/cell_type_rules.sql).
 
 -- Every nucleus with its class, the class index and the coarse hierarchy beside it.
@@ -13,13 +13,13 @@ SELECT
     h.lineage,
     c.excluded_at_step,
     p.threshold_version
-FROM marker_positivity AS p
+FROM stain_positivity AS p
 JOIN nucleus_cell_type AS c ON c.nucleus_id = p.nucleus_id
 LEFT JOIN cell_type_hierarchy AS h ON h.cell_type = c.cell_type;
 
 -- Nuclei per slide and class (classes with no nucleus on a slide are listed with 0).
 CREATE OR REPLACE VIEW cell_type_counts_per_slide AS
-WITH slides AS (SELECT DISTINCT slide_id FROM marker_positivity),
+WITH slides AS (SELECT DISTINCT slide_id FROM stain_positivity),
 counted AS (
     SELECT slide_id, cell_type, count(*) AS n_nuclei
     FROM nucleus_classes

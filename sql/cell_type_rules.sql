@@ -2,7 +2,7 @@
 -- positivity into one of 14 nucleus classes.
 --
 -- Contract. Run on a DuckDB connection that has a table or view
---   marker_positivity(nucleus_id BIGINT, nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4,
+--   stain_positivity(nucleus_id BIGINT, nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4,
 --                     lysozyme, cd45, cd20, cd68, cd11b, cd3d, cd8, cd4 BOOLEAN)
 -- (further columns are ignored). Creates
 --   nucleus_cell_type(nucleus_id, cell_type, excluded_at_step): one row per nucleus.
@@ -209,7 +209,7 @@ SELECT
     n.nucleus_id,
     p.cell_type,
     p.excluded_at_step
-FROM marker_positivity AS n
+FROM stain_positivity AS n
 JOIN cell_type_patterns AS p
     -- a call counts as positive only when it is TRUE: a NULL call (a stain or threshold missing
     -- for the slide) counts as negative, like FALSE

@@ -29,6 +29,7 @@ from storage.errors import CatalogBusyError, StoreLayoutError
 from storage.fs import as_path, is_remote, local_copy, register_filesystem
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
+from storage.sql_quote import quote_identifier, quote_literal
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
@@ -58,14 +59,6 @@ INFERENCE_COLUMNS = (
 
 
 HE_INFERENCE_VIEW = "he_nucleus_inference"
-
-
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def read_sql(name: str | Path) -> str:
@@ -270,7 +263,7 @@ DEFAULT_RULES_SQL = "cell_type_rules.sql"
 def project_catalog_spec(
     layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
 ) -> CatalogSpec:
-    """The project's catalog: dataset views, then marker_positivity, the rules, the summaries.
+    """The project's catalog: dataset views, then stain_positivity, the rules, the summaries.
 
     `positivity_sql` is generated from the cohort's validated stain keys (see
     pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.

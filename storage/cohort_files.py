@@ -161,13 +161,14 @@ def cohort_is_current(cohort_dir: str | Path, params: Mapping[str, object]) -> b
         return False
     if not (cohort_dir / MANIFEST_NAME).exists():
         return False
-    manifest = read_manifest(cohort_dir)
+    manifest = read_cohort_manifest(cohort_dir)
     return all(all(p.exists() for p in _slide_files(cohort_dir, s))
                for s in manifest["slide_id"].to_list())
 
 
-def read_manifest(cohort_dir: str | Path) -> pl.DataFrame:
-    """The cohort's manifest (paths relative to the cohort folder)."""
+def read_cohort_manifest(cohort_dir: str | Path) -> pl.DataFrame:
+    """The synthetic cohort's manifest.csv (paths relative to the cohort folder); the slide manifest
+    a user gives is read by `storage.manifest.read_manifest`."""
     path = as_path(cohort_dir) / MANIFEST_NAME
     if not path.exists():
         raise StoreLayoutError(f"No {MANIFEST_NAME} in {cohort_dir}: generate the cohort first.")
@@ -196,8 +197,3 @@ def read_truth_nuclei(cohort_dir: str | Path, slide_id: str) -> pl.DataFrame:
     return read_parquet(path)
 
 
-def write_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an (h, w, 3) uint8 image as PNG, atomically."""
-    import imagecodecs
-
-    return atomic_write_bytes(path, bytes(imagecodecs.png_encode(np.ascontiguousarray(rgb))))

@@ -15,3 +15,8 @@ class StoreLayoutError(StorageError):
 
 class CatalogBusyError(StorageError):
     """Another process holds the catalog file open for writing; rebuilding now would break it."""
+
+
+class ModelWeightsError(StorageError):
+    """Model weights named by a setting or an environment variable are missing, or none were
+    found where the project looks for them."""

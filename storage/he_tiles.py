@@ -7,7 +7,6 @@ lose their alpha, 16-bit tiles are scaled to 8 bits.
 
 from __future__ import annotations
 
-import io
 from collections import OrderedDict
 from pathlib import Path
 
@@ -15,7 +14,6 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from storage.atomic import atomic_write_bytes
 from storage.errors import StoreLayoutError
 
 HE_TILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -87,11 +85,3 @@ def read_he_tile(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(image.astype(np.uint8))
 
 
-def write_rgb_png(path: str | Path, rgb: np.ndarray) -> Path:
-    """Write an (h, w, 3) uint8 image as PNG, atomically (previews and figures)."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"Expected (h, w, 3) uint8, got {rgb.shape} {rgb.dtype}.")
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="PNG")
-    return atomic_write_bytes(path, buffer.getvalue())

@@ -312,27 +312,6 @@ def manifest_row(path: str | Path, slide_id: str) -> dict | None:
     return rows[0] if rows else None
 
 
-def preview_markdown(frame: pl.DataFrame, columns: Sequence[str], limit: int = 20) -> str:
-    """A Markdown table of the first `limit` rows (hashes shortened), for asset metadata."""
-    shown = frame.head(limit).select(columns)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for row in shown.iter_rows():
-        cells = []
-        for name, value in zip(columns, row, strict=True):
-            if value is None:
-                cells.append("")
-            elif name == "content_sha256":
-                cells.append(str(value)[:12])
-            elif name == "path":
-                cells.append(Path(value).name)
-            else:
-                cells.append(str(value))
-        lines.append("| " + " | ".join(cells) + " |")
-    if frame.height > limit:
-        lines.append(f"\n… and {frame.height - limit} more slides.")
-    return "\n".join(lines)
-
-
 def collect_manifest(
     manifest: Path | None,
     inbox_dir: Path | None,

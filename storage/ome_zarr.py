@@ -28,11 +28,10 @@ from numcodecs import Blosc
 from storage.atomic import atomic_path, remove_own_temporaries
 from storage.errors import StoreLayoutError
 from storage.fs import StoragePath, as_path
-from storage.tiles import tile_grid
+from storage.tiles import DEFAULT_TILE_PX, tile_grid
 
 NGFF_VERSION = "0.4"
 LABEL_NAME = "nuclei"
-DEFAULT_TILE_PX = 1024
 # y, x: (y0, x0, y1, x1) -> the (c, h, w) window of level 0 (images) or (h, w) (labels)
 WindowReader = Callable[[int, int, int, int], np.ndarray]
 

@@ -1,6 +1,6 @@
 """The pixel sizes the project accepts, in µm per pixel (`mpp`).
 
-Read by the manifest (storage/manifest.py) and by the slide readers (pipelines/ingest.py), so
+Read by the manifest (storage/manifest.py) and by the slide readers (pipelines/ingest/), so
 a value is judged the same way wherever it comes from. Outside this range a number is almost
 always in the wrong unit (metres or millimetres instead of µm) or a writer's default (72 dpi).
 """

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+# The default edge of a streaming pass's tile, in pixels (a multiple of the stores' chunks).
+DEFAULT_TILE_PX = 1024
+
 
 @dataclass(frozen=True)
 class Tile:

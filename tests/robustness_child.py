@@ -24,7 +24,7 @@ from dagster_project.defs.slides.assets import slide_image, slide_manifest
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.defs.vhe.assets import nucleus_patches, virtual_he
 from dagster_project.resources import DataRoot
-from storage.cohort_files import read_manifest
+from storage.cohort_files import read_cohort_manifest
 
 SLIDE_ASSETS = [slide_image, nucleus_mask, nucleus_features, stain_thresholds, nucleus_labels,
                 virtual_he, nucleus_patches]
@@ -43,7 +43,7 @@ def resources(root: str | Path) -> dict:
 def instance_for(root: str | Path) -> dg.DagsterInstance:
     """An ephemeral instance that knows the cohort's slide partitions."""
     instance = dg.DagsterInstance.ephemeral()
-    ids = read_manifest(Path(root) / "cohort")["slide_id"].to_list()
+    ids = read_cohort_manifest(Path(root) / "cohort")["slide_id"].to_list()
     instance.add_dynamic_partitions("slides", ids)
     return instance
 

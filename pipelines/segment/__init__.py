@@ -28,7 +28,7 @@ from pipelines.segment.base import (
 from pipelines.segment.imported import BinaryMask, imported_blocks
 from pipelines.segment.stitching import LabelStitcher
 from pipelines.stains import canonical_stain, require_stains
-from storage.tiles import Tile
+from storage.tiles import DEFAULT_TILE_PX, Tile
 
 __all__ = [
     "BACKENDS",
@@ -53,7 +53,7 @@ class SegmentParams:
     image (e.g. ("HH3", "Nuc") for MIBI). membrane_stain: passed when the slide has it.
     """
 
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int | None = None
     nuclear_stains: tuple[str, ...] = DEFAULT_NUCLEAR_STAINS
     membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN

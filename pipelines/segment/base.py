@@ -10,16 +10,19 @@ so a backend never sees more than one window and never needs to know where the w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
+from pipelines.stains import NUCLEAR_STAIN
 from storage.slide_store import SlideInfo
 
 # Default stains the backends read: the paper segments on DAPI with Muc2 as the membrane input.
-DEFAULT_NUCLEAR_STAINS: tuple[str, ...] = ("DAPI",)
+DEFAULT_NUCLEAR_STAINS: tuple[str, ...] = (NUCLEAR_STAIN,)
 DEFAULT_MEMBRANE_STAIN: str | None = "Muc2"
-BACKENDS: tuple[str, ...] = ("watershed", "import", "mesmer", "mesmer-onnx")
+# The MxIF backends by name, as a type for typed settings and as the tuple to list them.
+SegmentBackend = Literal["watershed", "import", "mesmer", "mesmer-onnx"]
+BACKENDS: tuple[str, ...] = get_args(SegmentBackend)
 
 
 @runtime_checkable

@@ -30,7 +30,7 @@ from pipelines.he_stains import RGBSlide
 from pipelines.segment.base import LabelSource
 from pipelines.segment.imported import BinaryMask, imported_blocks
 from pipelines.segment.stitching import LabelStitcher
-from storage.tiles import Tile, tile_grid
+from storage.tiles import DEFAULT_TILE_PX, Tile, tile_grid
 
 # name -> "module:factory"; `import` is handled by the caller (it needs a file, not settings).
 HE_BACKENDS: dict[str, str] = {
@@ -98,7 +98,7 @@ class HESlideSegmentation:
 
     slide: RGBSlide
     backend: HENucleusSegmenter | LabelSource
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int | None = None
     binary_mask: BinaryMask = "refuse"
     n_nuclei: int = 0
@@ -152,7 +152,7 @@ class HESlideSegmentation:
 
 
 def segment_he_slide(slide: RGBSlide, backend: HENucleusSegmenter | LabelSource,
-                     tile_px: int = 1024, halo_px: int | None = None,
+                     tile_px: int = DEFAULT_TILE_PX, halo_px: int | None = None,
                      binary_mask: BinaryMask = "refuse") -> HESlideSegmentation:
     """Nucleus labels of a whole H&E slide as `(tile, int32 block)` pairs, in grid order."""
     return HESlideSegmentation(slide, backend, tile_px, halo_px, binary_mask)

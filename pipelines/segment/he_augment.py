@@ -6,7 +6,7 @@ smooth pink. Real sections differ by dye amounts (nuclei two or three times dark
 therefore re-stained in optical-density space before the colour jitter:
 
 1. OD = -ln(I / 255) is split into hematoxylin, eosin and a residual along the renderer's own
-   dye vectors (pipelines/vhe/beer_lambert.py), so the split is exact for virtual H&E.
+   dye vectors (pipelines/vhe/beer_lambert/), so the split is exact for virtual H&E.
 2. Hematoxylin is scaled slide-wide and per nucleus (labels are known), eosin slide-wide and by
    a smooth random texture; some hematoxylin is added to the background (real cytoplasm and
    stroma are not free of it), part of it as stroma-like fibres, so darkness alone does not
@@ -15,7 +15,7 @@ therefore re-stained in optical-density space before the colour jitter:
    gamma, brightness, contrast and saturation, Gaussian blur, sensor noise and JPEG.
 
 Geometry (flips, quarter turns) is applied to image and labels alike; scale is chosen when the
-crop is cut (pipelines/segment/he_learned.py).
+crop is cut (pipelines/segment/he_learned/).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import numpy as np
 
 from pipelines.errors import ConfigurationError
 from pipelines.segment.stitching import LabelStitcher
-from storage.tiles import Tile
+from storage.tiles import DEFAULT_TILE_PX, Tile
 
 
 @runtime_checkable
@@ -50,7 +50,7 @@ class RgbArray:
 
 
 def segment_he_tiles(
-    image: RgbWindows, mpp: float, backend: HeSegmenter, tile_px: int = 1024,
+    image: RgbWindows, mpp: float, backend: HeSegmenter, tile_px: int = DEFAULT_TILE_PX,
     halo_px: int | None = None, source: str = "H&E image",
 ) -> Iterator[tuple[Tile, np.ndarray]]:
     """`(tile, int32 block)` of image-wide nucleus labels for every tile core, in grid order.
@@ -73,8 +73,8 @@ def segment_he_tiles(
         yield tile, stitcher.add(index, labels)
 
 
-def segment_he_array(rgb: np.ndarray, mpp: float, backend: HeSegmenter, tile_px: int = 1024,
-                     halo_px: int | None = None) -> np.ndarray:
+def segment_he_array(rgb: np.ndarray, mpp: float, backend: HeSegmenter,
+                     tile_px: int = DEFAULT_TILE_PX, halo_px: int | None = None) -> np.ndarray:
     """int32 labels (h, w) of an in-memory (h, w, 3) uint8 H&E image, tiled and stitched."""
     image = RgbArray(rgb)
     out = np.zeros((image.height_px, image.width_px), dtype=np.int32)

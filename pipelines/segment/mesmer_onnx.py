@@ -13,7 +13,7 @@ follows deepcell 0.12's `Mesmer.predict(compartment="nuclear")`, step by step:
    under 15 px are dropped and holes under 15 px filled;
 5. resample the labels back to the window's grid (nearest neighbour).
 
-The model file and its licence: see pipelines/segment/mesmer_weights.py.
+The model file, where it is found and its licence: see storage/model_weights.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from skimage.segmentation import relabel_sequential, watershed
 from skimage.transform import resize
 
 from pipelines.errors import ConfigurationError
-from pipelines.segment.mesmer_weights import MODEL_MPP, resolve_mesmer_onnx_model
+from pipelines.segment.mesmer_weights import MODEL_MPP
 
 MODEL_TILE_PX = 256
 STRIDE_RATIO = 0.75
@@ -247,14 +247,19 @@ class MesmerOnnxSegmenter:
 
     def __init__(
         self,
-        model_path: str | os.PathLike[str] | None = None,
+        model_path: str | os.PathLike[str],
         halo_px: int = 64,
         batch_size: int = 4,
         postprocess: MesmerPostprocess = MesmerPostprocess(),
         preprocess: MesmerPreprocess = MesmerPreprocess(),
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
-        self.model_path: Path = resolve_mesmer_onnx_model(model_path)
+        self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise ConfigurationError(
+                f"Mesmer ONNX model {self.model_path} is not a file; find it with "
+                "storage.model_weights.resolve_mesmer_onnx_model."
+            )
         self.halo_px = halo_px
         self.batch_size = batch_size
         self.postprocess = postprocess

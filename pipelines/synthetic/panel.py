@@ -150,7 +150,7 @@ class HECue:
 
 
 # The H&E cue table (README "Synthetic cohort"): one row per class, written from colon
-# histology. Morphology above and the histology dye table in pipelines/vhe/beer_lambert.py
+# histology. Morphology above and the histology dye table in pipelines/vhe/beer_lambert/
 # render these cues and nothing else; `none` classes differ from each other in no rendered cue.
 HE_CUES: MappingProxyType[str, HECue] = MappingProxyType({
     "goblet": HECue("strong", "small, flattened, pressed to the base", "dense", "scant rim",

@@ -16,8 +16,7 @@ import copy
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -27,6 +26,10 @@ from torch import nn
 
 from pipelines.cell_types import CELL_TYPES
 from pipelines.errors import ConfigurationError
+
+# torch_threads is read from here by the training and inference stages.
+from pipelines.torch_device import select_device
+from pipelines.torch_device import torch_threads as torch_threads
 from pipelines.train.loader import (
     BalancedPatchLoader,
     ChunkSource,
@@ -93,34 +96,6 @@ class TrainResult:
     precision: str
     classes_trained: list[int]
     loader: LoaderStats = field(default_factory=LoaderStats)
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch CPU threads (0: leave the current setting)."""
-    if n <= 0:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit unavailable device is an error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError(f"Device {name!r} was asked for but CUDA is not available.")
-    return device
 
 
 def autocast_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
@@ -223,7 +198,7 @@ def train_classifier(
     """Train `model` in place for `params.steps` steps; returns the weights of the step with
     the lowest class-balanced validation loss. `resume` is a state `on_checkpoint` received."""
     torch.manual_seed(params.seed)
-    device = pick_device(params.device)
+    device = select_device(params.device)
     precision = autocast_dtype(device, params.amp)
     channels_last = params.channels_last and device.type == "cuda"
     model.to(device)

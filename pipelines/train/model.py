@@ -1,14 +1,14 @@
 """ResNet-18 with every BatchNorm replaced by InstanceNorm and a 14-class head (§2.4).
 
-ImageNet weights are used when a local file is found (never downloaded): an explicit path, then
-`$NUCLEUS_SUBTYPING_RESNET18_WEIGHTS`, then torchvision's file in the torch hub cache. Without
-one the network starts from random weights and a warning says so.
+ImageNet weights come in as a state dict, from the local file `storage/model_weights.py` finds
+(never downloaded): an explicit path, then `$NUCLEUS_SUBTYPING_RESNET18_WEIGHTS`, then
+torchvision's file in the torch hub cache. Without one the network starts from random weights
+and a warning says so.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,38 +20,14 @@ from torch import nn
 from pipelines.cell_types import CELL_TYPES
 from pipelines.errors import ConfigurationError
 
+# find_imagenet_weights is read from here by the training stage.
+from storage.model_weights import HUB_FILE, WEIGHTS_ENV, hub_weights_path
+from storage.model_weights import find_imagenet_weights as find_imagenet_weights
+
 log = logging.getLogger(__name__)
-
-WEIGHTS_ENV = "NUCLEUS_SUBTYPING_RESNET18_WEIGHTS"
-HUB_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
-
 
 class RandomInitWarning(UserWarning):
     """The classifier starts from random weights because no ImageNet file was found."""
-
-
-def hub_weights_path() -> Path:
-    """Where torchvision keeps the ImageNet ResNet-18 file ($TORCH_HOME/hub/checkpoints)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / HUB_FILE
-
-
-def find_imagenet_weights(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The local ImageNet ResNet-18 file to start from, or None when there is none.
-
-    An explicit path (from config) or the environment variable must exist: a typo is an error,
-    not a silent random start. The hub cache is only used when present.
-    """
-    for source, value in (("config", explicit), (WEIGHTS_ENV, os.environ.get(WEIGHTS_ENV))):
-        if value:
-            path = Path(value).expanduser()
-            if not path.is_file():
-                raise ConfigurationError(
-                    f"ResNet-18 weights {path} (from {source}) do not exist; fix the path or "
-                    f"unset it to use {hub_weights_path()} or random initialisation."
-                )
-            return path
-    hub = hub_weights_path()
-    return hub if hub.is_file() else None
 
 
 def instance_norm_(module: nn.Module) -> nn.Module:

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from pipelines.cell_types import CELL_TYPES
+from pipelines.torch_device import select_device
 from pipelines.train.loader import ChunkSource
-from pipelines.train.loop import autocast_dtype, pick_device, to_input
+from pipelines.train.loop import autocast_dtype, to_input
 
 
 def probability_columns(cell_types: Sequence[str] = CELL_TYPES) -> list[str]:
@@ -33,7 +34,7 @@ def predict_batches(
 ) -> np.ndarray:
     """Softmax probabilities (n, n_classes) float32 for uint8 (b, px, px, 3) patch blocks,
     concatenated in order; blocks are regrouped into batches of `batch_size`."""
-    device = pick_device(device) if isinstance(device, str) else device
+    device = select_device(device) if isinstance(device, str) else device
     precision = autocast_dtype(device, amp)
     channels_last = device.type == "cuda"
     model.to(device)

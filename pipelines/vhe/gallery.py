@@ -5,12 +5,12 @@ Everything here returns PNG bytes or arrays; writing them is the caller's busine
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from pipelines.cell_types import CELL_TYPES
+from storage.png import rgb_png
 
 # The stain that defines each class in Table 1, shown in green beside the virtual H&E patch.
 KEY_STAINS: dict[str, str] = {
@@ -39,6 +39,8 @@ def gallery_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pipelines.figures import png_bytes
+
     classes = [c for c in CELL_TYPES if examples.get(c)]
     n_cols = max((len(examples[c]) for c in classes), default=1)
     size = (1.1 * 2 * n_cols + 1.2, 1.1 * len(classes) + 0.6)
@@ -55,20 +57,15 @@ def gallery_png(
         )
     fig.suptitle(title, fontsize=8)
     fig.subplots_adjust(left=0.14, right=0.99, top=0.95, bottom=0.01, wspace=0.05, hspace=0.08)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    png = png_bytes(fig, dpi=100, tight=False)
     plt.close(fig)
-    return buf.getvalue()
+    return png
 
 
 def thumbnail_png(rgb: np.ndarray, max_px: int = 512) -> bytes:
     """A PNG of an (h, w, 3) uint8 image shrunk by an integer step to at most `max_px`."""
-    from PIL import Image
-
     step = max(1, -(-max(rgb.shape[:2]) // max_px))
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb[::step, ::step])).save(buf, format="PNG")
-    return buf.getvalue()
+    return rgb_png(rgb[::step, ::step])
 
 
 def colour_statistics(rgb: np.ndarray) -> dict[str, list[float]]:

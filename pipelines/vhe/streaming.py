@@ -25,6 +25,7 @@ import numpy as np
 from pipelines.errors import ConfigurationError
 from pipelines.patches import ResampleGrid, resample_rgb
 from pipelines.vhe.base import VirtualHEBackend
+from storage.tiles import DEFAULT_TILE_PX
 
 
 class SlideWindows(Protocol):
@@ -44,7 +45,7 @@ class SlideWindows(Protocol):
 class StreamParams:
     """`tile_px`: core size of a rendering tile (slide pixels); `sample_pixels`: calibration."""
 
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     sample_pixels: int = 250_000
 
     def __post_init__(self) -> None:

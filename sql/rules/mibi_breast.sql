@@ -3,7 +3,7 @@
 -- point the catalog's `rules_sql` setting at it; no Python changes.
 --
 -- Contract (the same shape as sql/cell_type_rules.sql). Run on a connection that has
---   marker_positivity(nucleus_id BIGINT, panck, ecad, vimentin, sma, cd45, cd3, cd4, cd8, cd20,
+--   stain_positivity(nucleus_id BIGINT, panck, ecad, vimentin, sma, cd45, cd3, cd4, cd8, cd20,
 --                     cd68 BOOLEAN)
 -- (stain keys of PanKRT, ECAD, VIM, SMA, CD45, CD3, CD4, CD8, CD20, CD68 after aliasing).
 -- Creates nucleus_cell_type(nucleus_id, cell_type, excluded_at_step) and
@@ -43,7 +43,7 @@ WITH stains AS (
         coalesce(cd8, FALSE) AS cd8,
         coalesce(cd20, FALSE) AS cd20,
         coalesce(cd68, FALSE) AS cd68
-    FROM marker_positivity
+    FROM stain_positivity
 ),
 grouped AS (
     SELECT

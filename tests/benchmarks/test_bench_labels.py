@@ -9,10 +9,10 @@ process, one row per nucleus (nucleus_id, cell_type, excluded_at_step): an Arrow
 the nucleus_cell_type view, a pandas DataFrame from the masks. The two are checked to be equal
 row by row. A second DuckDB line keeps the labels in the database instead (CREATE TABLE AS).
 Two cases: (1) positivity (16 BOOLEAN columns) -> labels; (2) per-nucleus mean intensities and
-per-slide thresholds -> marker_positivity -> labels (the view pipelines.labels generates).
+per-slide thresholds -> stain_positivity -> labels (the view pipelines.labels generates).
 
 Input: both sides get the same data in memory; nothing is prepared in the timed part. Case 1
-gives DuckDB a table marker_positivity (as the rule-file contract names it). Case 2 gives DuckDB
+gives DuckDB a table stain_positivity (as the rule-file contract names it). Case 2 gives DuckDB
 nucleus_features as an Arrow table registered without a copy, slide_id dictionary-encoded as the
 Parquet dataset and polars frames hold it (the pandas side gets slide_id as a Categorical).
 BENCH_LABELS_INPUT=table or =arrow gives both cases the same input form instead (a DuckDB table
@@ -200,7 +200,7 @@ def test_bench_positivity_to_labels() -> None:
     bits = _positivity(N_NUCLEI)
     nucleus_id = np.arange(N_NUCLEI, dtype=np.int64)
     con = _connect()
-    form = _add_input(con, "marker_positivity", pa.table({
+    form = _add_input(con, "stain_positivity", pa.table({
         "nucleus_id": nucleus_id, **{s: bits[:, i] for i, s in enumerate(STAINS)}}), "table")
     con.execute(read_sql(RULES_SQL))
     arrow_t, table_t, labels = _duckdb_runs(con)

@@ -11,7 +11,7 @@ from dagster_project.defs.cohort.assets import (
     synthetic_cohort_truth_is_consistent,
 )
 from dagster_project.resources import DataRoot
-from storage.cohort_files import read_manifest
+from storage.cohort_files import read_cohort_manifest
 
 
 def _run(root: Path, **config) -> dict:
@@ -34,10 +34,10 @@ def test_asset_writes_then_reuses_the_cohort(tmp_path: Path) -> None:
     assert first["n_nuclei"] > 50 and first["reused_existing"] is False
     assert "base64" in first["preview"] and Path(first["preview_png"]).exists()
     cohort = tmp_path / "cohort"
-    assert read_manifest(cohort).height == 3
+    assert read_cohort_manifest(cohort).height == 3
     stamp = (cohort / "slides" / "P01_S1.ome.tif").stat().st_mtime_ns
     again = _run(tmp_path, **config)
     assert again["reused_existing"] is True and again["n_nuclei"] == first["n_nuclei"]
     assert (cohort / "slides" / "P01_S1.ome.tif").stat().st_mtime_ns == stamp
     other = _run(tmp_path, **{**config, "n_slides": 2})
-    assert other["reused_existing"] is False and read_manifest(cohort).height == 2
+    assert other["reused_existing"] is False and read_cohort_manifest(cohort).height == 2

@@ -5,7 +5,6 @@ import json
 import dagster as dg
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from dagster_project.defs.vhe.cyclegan_assets import CycleGanConfig, cyclegan_model
@@ -16,13 +15,7 @@ from storage.checkpoints import METADATA_FILE, read_cyclegan_info
 from storage.layout import DataLayout
 from storage.slide_store import SlideInfo, create_slide
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data_root(tmp_path):

@@ -3,9 +3,6 @@ values of the Parquet partitions they were made from."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import anndata as ad
 import dagster as dg
 import numpy as np
@@ -27,19 +24,13 @@ from storage.layout import DataLayout
 from storage.manifest import MANIFEST_SCHEMA, write_manifest
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.thresholds_csv import parse_thresholds_csv
-
-_spec = importlib.util.spec_from_file_location(
-    "labelling_cases",
-    Path(__file__).resolve().parents[1] / "pipelines" / "test_thresholds_labelling.py",
-)
-cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cases)
+from tests.labels_fixtures import make_slide
 
 SLIDES = {"S1": ("P1", "colon", "tumour"), "S2": ("P2", "colon", "normal")}
 
 
 def _features(slide_id: str, n: int, seed: int) -> pl.DataFrame:
-    features, _ = cases.make_slide(slide_id, n, 1.0 + seed / 10, seed=seed)
+    features, _ = make_slide(slide_id, n, 1.0 + seed / 10, seed=seed)
     rng = np.random.default_rng(seed)
     extra = {"mean_ki67": rng.gamma(2.0, 50.0, n).astype(np.float32)} if slide_id == "S1" else {}
     return features.with_columns(

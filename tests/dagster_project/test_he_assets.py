@@ -29,7 +29,7 @@ from pipelines.cell_types import CELL_TYPES
 from pipelines.labels import empty_positivity_view_sql
 from pipelines.segment.quality import match_score
 from pipelines.stains import RULE_STAINS, stain_key
-from pipelines.train.loop import torch_threads
+from pipelines.torch_device import torch_threads
 from pipelines.train.predict import predict_probabilities, probability_columns
 from storage.catalog import build_catalog, project_catalog_spec, query_catalog
 from storage.layout import DataLayout

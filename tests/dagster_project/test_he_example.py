@@ -21,7 +21,7 @@ from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.defs.slides.assets import slide_manifest
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.resources import DataRoot
-from pipelines.train.loop import torch_threads
+from pipelines.torch_device import torch_threads
 from storage.layout import DataLayout
 from storage.manifest import read_manifest
 from storage.parquet_dataset import read_slide_partition

@@ -3,9 +3,6 @@ only the slides whose manual thresholds changed."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import dagster as dg
 import polars as pl
 import pytest
@@ -26,13 +23,7 @@ from storage.catalog import query_catalog
 from storage.layout import DataLayout
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.thresholds_csv import read_thresholds_csv
-
-_spec = importlib.util.spec_from_file_location(
-    "labelling_cases",
-    Path(__file__).resolve().parents[1] / "pipelines" / "test_thresholds_labelling.py",
-)
-cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cases)
+from tests.labels_fixtures import make_slide
 
 SLIDES = ("S1", "S2")
 ASSETS = [manual_thresholds, stain_thresholds, nucleus_labels, nucleus_catalog,
@@ -58,7 +49,7 @@ def _stale(instance: dg.DagsterInstance) -> dict[str, set[str]]:
 def stage(tmp_path) -> tuple[DataLayout, dg.DagsterInstance]:
     layout = DataLayout(tmp_path / "data")
     for i, slide_id in enumerate(SLIDES):
-        features, _ = cases.make_slide(slide_id, 300, 1.0 + i, seed=20 + i)
+        features, _ = make_slide(slide_id, 300, 1.0 + i, seed=20 + i)
         write_slide_partition(layout.features_dir, slide_id, features)
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("slides", list(SLIDES))

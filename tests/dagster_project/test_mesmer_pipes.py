@@ -11,8 +11,8 @@ import pytest
 from scipy.special import expit
 
 from dagster_project.defs.nuclei.mesmer import REPO_ROOT, segment_with_mesmer_pipes
-from pipelines.errors import ConfigurationError
 from pipelines.segment.mesmer_weights import MesmerParams
+from storage.errors import ModelWeightsError
 from storage.layout import DataLayout
 from storage.mask_store import open_mask
 from storage.slide_store import SlideInfo, create_slide
@@ -119,7 +119,7 @@ def test_missing_weights_say_how_to_get_them(tmp_path: Path, monkeypatch) -> Non
     monkeypatch.delenv("MESMER_MODEL_PATH", raising=False)
     monkeypatch.delenv("DEEPCELL_ACCESS_TOKEN", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    with pytest.raises(ConfigurationError, match="DEEPCELL_ACCESS_TOKEN"):
+    with pytest.raises(ModelWeightsError, match="DEEPCELL_ACCESS_TOKEN"):
         segment_with_mesmer_pipes(None, SLIDE_ID, DataLayout(tmp_path), MesmerParams())  # type: ignore[arg-type]
 
 

@@ -27,7 +27,7 @@ import pytest
 
 from pipelines.synthetic import CohortParams, simulate_cohort
 from storage.catalog import query_catalog
-from storage.cohort_files import read_manifest, write_cohort
+from storage.cohort_files import read_cohort_manifest, write_cohort
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
 from storage.parquet_dataset import partition_path
@@ -78,7 +78,7 @@ def reference(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reference")
     write_cohort(root / "cohort", simulate_cohort(PARAMS, 1), PARAMS.as_dict())
     instance = instance_for(root)
-    for slide_id in read_manifest(root / "cohort")["slide_id"]:
+    for slide_id in read_cohort_manifest(root / "cohort")["slide_id"]:
         materialise(root, SLIDE_ASSETS, slide_id, instance)
     materialise(root, RERUN_ASSETS[-1:], None, instance)
     return root
@@ -89,7 +89,7 @@ def test_two_slides_at_once_equal_one_after_the_other(reference, tmp_path) -> No
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(2)  # both patch groups half-written at the same moment
     workers = [context.Process(target=process_slide, args=(str(tmp_path), slide_id, barrier))
-               for slide_id in read_manifest(tmp_path / "cohort")["slide_id"]]
+               for slide_id in read_cohort_manifest(tmp_path / "cohort")["slide_id"]]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -102,7 +102,7 @@ def test_two_slides_at_once_equal_one_after_the_other(reference, tmp_path) -> No
     assert [name for name in ours if ours[name] != theirs[name]] == []
     assert not list(tmp_path.rglob(".*.tmp-*"))
     assert PatchStore(DataLayout(tmp_path).patch_store).slide_ids() == sorted(
-        read_manifest(tmp_path / "cohort")["slide_id"])
+        read_cohort_manifest(tmp_path / "cohort")["slide_id"])
 
 
 class Target:
@@ -216,7 +216,7 @@ SCENARIOS = (("features", False), ("patches", True), ("catalog", True))
 
 def test_sigkill_mid_write_leaves_old_or_nothing_and_a_rerun_restores(
         reference, tmp_path) -> None:
-    slide_id = read_manifest(reference / "cohort")["slide_id"][0]
+    slide_id = read_cohort_manifest(reference / "cohort")["slide_id"][0]
     kills = []
     for i, (name, existed) in enumerate(SCENARIOS):
         root = tmp_path / name

@@ -88,7 +88,7 @@ def _run_chain(root: Path, instance: dg.DagsterInstance) -> pl.DataFrame:
 def _catalog_rows(root: Path) -> dict[str, int]:
     db = DataLayout(root).catalog_db
     return {view: query_catalog(db, f"SELECT count(*) FROM {view}").item()
-            for view in ("nucleus_features", "nucleus_labels", "marker_positivity")}
+            for view in ("nucleus_features", "nucleus_labels", "stain_positivity")}
 
 
 @pytest.mark.parametrize("delete_partition_by_hand", [True, False])

@@ -25,12 +25,7 @@ from storage.tiles import tile_grid
 STAINS = ("DAPI", "PanCK", "CD3d")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _generator(seed: int = 0, n_stains: int = 3) -> ResnetGenerator:

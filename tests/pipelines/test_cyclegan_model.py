@@ -5,23 +5,16 @@ import math
 import pytest
 import torch
 
+from pipelines.torch_device import select_device
 from pipelines.vhe.cyclegan import optics
 from pipelines.vhe.cyclegan.model import (
     Architecture,
     PatchDiscriminator,
     ResnetGenerator,
     build_networks,
-    select_device,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions gain nothing from threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_generator_maps_stains_to_rgb_in_the_tanh_range():

@@ -24,13 +24,7 @@ STAINS = ("DAPI", "PanCK", "Vimentin", "CD3d")
 TINY = {"ngf": 4, "ndf": 4, "n_blocks": 1, "n_disc_layers": 2}
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions gain nothing from threads, and lose a lot on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @dataclass

@@ -14,20 +14,17 @@ from pipelines.segment.he_learned import (
     resize_labels,
     train_he_segmenter,
 )
-from pipelines.segment.he_pairs import synthetic_he_pairs
 from pipelines.segment.he_tiling import segment_he_array
-from pipelines.segment.he_unet import UNetShape
-from pipelines.synthetic.cohort import CohortParams
 from storage.errors import StoreLayoutError
 from storage.he_segmenter_checkpoints import load_he_segmenter, save_he_segmenter
+from tests.he_learned_fixtures import tiny_pairs, tiny_params
 
-TINY = HeTrainParams(steps=30, batch_size=4, crop_px=32, unet=UNetShape(4, 2, 2),
-                     learning_rate=1e-2, log_every=10, cpu_threads=1)
+TINY = tiny_params(steps=30)
 
 
 @pytest.fixture(scope="module")
 def pairs():
-    return list(synthetic_he_pairs(CohortParams(n_patients=2, n_slides=2, slide_px=160, seed=5)))
+    return tiny_pairs()
 
 
 @pytest.fixture(scope="module")

@@ -13,21 +13,18 @@ from pipelines.segment.he import (
     he_backend_names,
     segment_he_slide,
 )
-from pipelines.segment.he_learned import HeLearnedSegmenter, HeTrainParams, train_he_segmenter
-from pipelines.segment.he_pairs import synthetic_he_pairs
-from pipelines.segment.he_unet import UNetShape
-from pipelines.synthetic.cohort import CohortParams
+from pipelines.segment.he_learned import HeLearnedSegmenter, train_he_segmenter
 from storage.errors import StoreLayoutError
 from storage.he_segmenter_checkpoints import he_segmenter_dir, save_he_segmenter
 from storage.layout import DataLayout
+from tests.he_learned_fixtures import tiny_pairs, tiny_params
 
-TINY = HeTrainParams(steps=20, batch_size=4, crop_px=32, unet=UNetShape(4, 2, 2),
-                     learning_rate=1e-2, log_every=10, cpu_threads=1)
+TINY = tiny_params(steps=20)
 
 
 @pytest.fixture(scope="module")
 def trained():
-    pairs = list(synthetic_he_pairs(CohortParams(n_patients=2, n_slides=2, slide_px=160, seed=5)))
+    pairs = tiny_pairs()
     model, _ = train_he_segmenter(pairs, TINY)
     return model, pairs[0]
 

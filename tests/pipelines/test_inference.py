@@ -22,7 +22,7 @@ from pipelines.inference import (
     predicted_counts,
 )
 from pipelines.patches import PatchParams, extract_patches
-from pipelines.train.loop import torch_threads
+from pipelines.torch_device import torch_threads
 from pipelines.train.predict import predict_probabilities, probability_columns
 from tests.inference_fixtures import MPP, fold_model
 from tests.vhe_phantom import make_phantom

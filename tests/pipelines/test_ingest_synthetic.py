@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 import tifffile
 
-synthetic = pytest.importorskip("pipelines.synthetic")
-cohort_files = pytest.importorskip("storage.cohort_files")
-
-from pipelines.ingest import describe, open_slide_source  # noqa: E402
-from pipelines.stains import COLON_PANEL, canonical_stain  # noqa: E402
-from storage.manifest import read_manifest  # noqa: E402
-from storage.slide_ingest import write_slide  # noqa: E402
-from storage.slide_store import SlideInfo, open_slide  # noqa: E402
+from pipelines import synthetic
+from pipelines.ingest import describe, open_slide_source
+from pipelines.stains import COLON_PANEL, canonical_stain
+from storage import cohort_files
+from storage.manifest import read_manifest
+from storage.slide_ingest import write_slide
+from storage.slide_store import SlideInfo, open_slide
 
 
 def test_synthetic_cohort_slides_ingest(tmp_path):

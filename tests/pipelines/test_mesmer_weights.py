@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.errors import ConfigurationError
-from pipelines.segment.mesmer_weights import MesmerParams, resolve_mesmer_weights
+from pipelines.segment.mesmer_weights import MesmerParams
+from storage.errors import ModelWeightsError
+from storage.model_weights import resolve_mesmer_weights
 
 
 def test_weights_resolve_in_order(tmp_path: Path) -> None:
@@ -24,9 +26,9 @@ def test_weights_resolve_in_order(tmp_path: Path) -> None:
 
 
 def test_no_weights_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"DEEPCELL_ACCESS_TOKEN.*\n.*non-commercial"):
+    with pytest.raises(ModelWeightsError, match=r"DEEPCELL_ACCESS_TOKEN.*\n.*non-commercial"):
         resolve_mesmer_weights(environ={}, home=tmp_path)
-    with pytest.raises(ConfigurationError, match="MESMER_MODEL_PATH"):
+    with pytest.raises(ModelWeightsError, match="MESMER_MODEL_PATH"):
         resolve_mesmer_weights(environ={"MESMER_MODEL_PATH": str(tmp_path / "x")}, home=tmp_path)
 
 

@@ -8,14 +8,10 @@ import torchvision
 from torch import nn
 
 from pipelines.errors import ConfigurationError
-from pipelines.train.model import (
-    HUB_FILE,
-    WEIGHTS_ENV,
-    RandomInitWarning,
-    build_classifier,
-    find_imagenet_weights,
-)
+from pipelines.train.model import RandomInitWarning, build_classifier
 from storage.classifier_checkpoints import load_state_file
+from storage.errors import ModelWeightsError
+from storage.model_weights import HUB_FILE, WEIGHTS_ENV, find_imagenet_weights
 
 
 def _quiet_build(**kwargs) -> nn.Module:
@@ -80,7 +76,7 @@ def test_hub_cache_is_used_and_explicit_paths_must_exist(tmp_path, monkeypatch) 
     explicit = tmp_path / "other.pth"
     torch.save({}, explicit)
     assert find_imagenet_weights(explicit) == explicit
-    with pytest.raises(ConfigurationError, match="do not exist"):
+    with pytest.raises(ModelWeightsError, match="do not exist"):
         find_imagenet_weights(tmp_path / "missing.pth")
 
 

@@ -5,7 +5,6 @@ import polars as pl
 import pytest
 from skimage.measure import regionprops_table
 
-from pipelines import quantify
 from pipelines.ids import mask_label, nucleus_ids
 from pipelines.quantify import (
     QuantifyParams,
@@ -14,6 +13,7 @@ from pipelines.quantify import (
     feature_checks,
     feature_schema,
     quantify_slide,
+    runs,
 )
 from pipelines.segment.base import ArrayMask, ArraySlide
 
@@ -117,8 +117,8 @@ def test_numpy_fallback_gives_the_same_numbers(monkeypatch) -> None:
     image, labels = shapes_field(seed=1)
     slide, mask = ArraySlide(image, STAINS, 0.5, "s1"), ArrayMask(labels, "s1")
     fast = quantify_slide(slide, mask, QuantifyParams(tile_px=64))
-    monkeypatch.setattr(quantify, "_label_sums_int", None)
-    monkeypatch.setattr(quantify, "_runs_count", None)
+    monkeypatch.setattr(runs, "_label_sums_int", None)
+    monkeypatch.setattr(runs, "_runs_count", None)
     slow = quantify_slide(slide, mask, QuantifyParams(tile_px=64))
     assert fast.equals(slow)
 

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from pipelines import synthetic
 from pipelines.cell_types import CELL_TYPES, CLASS_INDEX
 from pipelines.ids import nucleus_ids
 from pipelines.labels import RuleSet, label_slide
@@ -18,8 +19,6 @@ from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
 from storage.catalog import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
-
-synthetic = pytest.importorskip("pipelines.synthetic")
 
 PARAMS = synthetic.CohortParams(n_patients=2, n_slides=2, slide_px=1024, seed=11)
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipelines.errors import ConfigurationError
-from pipelines.train.loop import TrainParams, pick_device, train_classifier
+from pipelines.torch_device import select_device
+from pipelines.train.loop import TrainParams, train_classifier
 from pipelines.train.model import RandomInitWarning, build_classifier
 from pipelines.train.predict import predict_source, prediction_frame
 from pipelines.train.profiles import PROFILES, training_profile
@@ -114,8 +115,8 @@ def test_profiles_and_device_choice() -> None:
         training_profile("fast")
     with pytest.raises(ConfigurationError, match="setting"):
         training_profile("demo", learning_rate=1.0)
-    assert pick_device("cpu").type == "cpu"
+    assert select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        assert pick_device("auto").type in ("cpu", "mps")
+        assert select_device("auto").type in ("cpu", "mps")
         with pytest.raises(ConfigurationError, match="CUDA"):
-            pick_device("cuda")
+            select_device("cuda")

@@ -115,7 +115,7 @@ def all_patterns() -> tuple[np.ndarray, dict[int, tuple[str | None, int | None]]
     table = {"nucleus_id": np.arange(len(bits), dtype=np.int64)}
     table.update({s: bits[:, i] for i, s in enumerate(STAINS)})
     con.register("patterns", pa.table(table))
-    con.execute("CREATE TABLE marker_positivity AS SELECT * FROM patterns")
+    con.execute("CREATE TABLE stain_positivity AS SELECT * FROM patterns")
     _apply_sql(con)
     rows = con.execute(
         "SELECT nucleus_id, cell_type, excluded_at_step FROM nucleus_cell_type"
@@ -164,7 +164,7 @@ def _label(con: duckdb.DuckDBPyConnection, **positive: bool) -> tuple[str | None
     values = ", ".join(
         ("TRUE" if positive.get(s, False) else "FALSE") + f" AS {s}" for s in STAINS
     )
-    con.execute(f"CREATE OR REPLACE TABLE marker_positivity AS SELECT 1::BIGINT AS nucleus_id, "
+    con.execute(f"CREATE OR REPLACE TABLE stain_positivity AS SELECT 1::BIGINT AS nucleus_id, "
                 f"{values}")
     _apply_sql(con)
     return con.execute("SELECT cell_type, excluded_at_step FROM nucleus_cell_type").fetchone()
@@ -213,7 +213,7 @@ def test_null_positivity_counts_as_negative() -> None:
     con = duckdb.connect()
     cols = ", ".join(f"NULL::BOOLEAN AS {s}" for s in STAINS if s != "panck")
     con.execute(
-        f"CREATE TABLE marker_positivity AS SELECT 7::BIGINT AS nucleus_id, TRUE AS panck, {cols}"
+        f"CREATE TABLE stain_positivity AS SELECT 7::BIGINT AS nucleus_id, TRUE AS panck, {cols}"
     )
     _apply_sql(con)
     assert con.execute("SELECT * FROM nucleus_cell_type").fetchall() == [(7, "epithelial", None)]
@@ -252,11 +252,11 @@ def test_hierarchy_table_matches_cell_types_module() -> None:
     assert {r[0]: (r[2], r[3]) for r in rows} == HIERARCHY
 
 
-def test_extra_columns_in_marker_positivity_are_ignored() -> None:
+def test_extra_columns_in_stain_positivity_are_ignored() -> None:
     con = duckdb.connect()
     cols = ", ".join(f"FALSE AS {s}" for s in STAINS if s != "sma")
     con.execute(
-        "CREATE TABLE marker_positivity AS SELECT 3::BIGINT AS nucleus_id, 'S1' AS slide_id, "
+        "CREATE TABLE stain_positivity AS SELECT 3::BIGINT AS nucleus_id, 'S1' AS slide_id, "
         f"TRUE AS sma, TRUE AS ki67, {cols}"
     )
     _apply_sql(con)
@@ -279,7 +279,7 @@ def test_null_calls_anywhere_count_as_negative() -> None:
     table.update({s: pa.array(bits[:, i], mask=missing[:, i]) for i, s in enumerate(STAINS)})
     con = duckdb.connect()
     con.register("patterns", pa.table(table))
-    con.execute("CREATE TABLE marker_positivity AS SELECT * FROM patterns")
+    con.execute("CREATE TABLE stain_positivity AS SELECT * FROM patterns")
     _apply_sql(con)
     rows = con.execute("SELECT nucleus_id, cell_type, excluded_at_step FROM nucleus_cell_type "
                        "ORDER BY nucleus_id").fetchall()

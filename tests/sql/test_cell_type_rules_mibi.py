@@ -35,7 +35,7 @@ KEYS = [stain_key(s) for s in STAINS]
 def _hierarchy() -> dict[str, int]:
     con = duckdb.connect()
     cols = ", ".join(f"NULL::BOOLEAN AS {k}" for k in KEYS)
-    con.execute(f"CREATE TABLE marker_positivity AS SELECT 1::BIGINT AS nucleus_id, {cols}")
+    con.execute(f"CREATE TABLE stain_positivity AS SELECT 1::BIGINT AS nucleus_id, {cols}")
     con.execute(RULES_SQL)
     return dict(con.execute("SELECT cell_type, class_index FROM cell_type_hierarchy").fetchall())
 
@@ -44,7 +44,7 @@ def test_mibi_rules_give_every_kept_nucleus_exactly_one_class() -> None:
     con = duckdb.connect()
     patterns = list(itertools.product([False, True], repeat=len(KEYS)))
     con.execute(
-        "CREATE TABLE marker_positivity AS SELECT * FROM (VALUES "
+        "CREATE TABLE stain_positivity AS SELECT * FROM (VALUES "
         + ", ".join(f"({i}, {', '.join(map(str, p))})" for i, p in enumerate(patterns))
         + f") AS t(nucleus_id, {', '.join(KEYS)})"
     )

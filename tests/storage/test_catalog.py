@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -34,13 +32,7 @@ from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
 from storage.parquet_dataset import write_slide_partition
 from storage.thresholds_csv import parse_thresholds_csv
-
-_spec = importlib.util.spec_from_file_location(
-    "labelling_cases", Path(__file__).resolve().parents[1] / "pipelines"
-    / "test_thresholds_labelling.py"
-)
-cases = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cases)
+from tests.labels_fixtures import make_slide
 
 SLIDES = {"S1": ("P1", 1.0), "S2": ("P1", 2.5), "S3": ("P2", 0.6)}
 
@@ -51,7 +43,7 @@ def cohort(tmp_path_factory) -> tuple[DataLayout, dict[str, list], dict[str, pl.
     expected, labels = {}, {}
     rules = RuleSet(sql=read_sql("cell_type_rules.sql"))
     for i, (slide_id, (_, gain)) in enumerate(SLIDES.items()):
-        features, expected[slide_id] = cases.make_slide(slide_id, 700, gain, seed=10 + i)
+        features, expected[slide_id] = make_slide(slide_id, 700, gain, seed=10 + i)
         write_slide_partition(layout.features_dir, slide_id, features)
         thresholds = slide_thresholds(slide_id, features, parse_thresholds_csv(""),
                                       AutoThresholdParams())
@@ -138,7 +130,7 @@ def test_catalog_opens_in_a_plain_duckdb_connection(cohort) -> None:
     views = {r[0] for r in con.execute(
         "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     con.close()
-    assert {"nucleus_features", "stain_thresholds", "marker_positivity", "nucleus_cell_type",
+    assert {"nucleus_features", "stain_thresholds", "stain_positivity", "nucleus_cell_type",
             "nucleus_classes", "cell_type_counts_per_slide", "cell_type_counts_per_patient",
             "cell_type_counts", "compartment_counts_per_slide", "nucleus_labels"} <= views
 

@@ -13,8 +13,8 @@ import pytest
 from pipelines.synthetic import CohortParams, simulate_cohort
 from storage.cohort_files import (
     cohort_is_current,
+    read_cohort_manifest,
     read_cohort_params,
-    read_manifest,
     read_truth_mask,
     read_truth_nuclei,
     write_cohort,
@@ -38,7 +38,7 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_layout_manifest_and_truth_round_trip(tmp_path: Path, slides) -> None:
     summary = write_cohort(tmp_path, slides, PARAMS.as_dict())
     assert summary.n_slides == 3 and summary.n_nuclei == sum(s.nuclei.height for s in slides)
-    manifest = read_manifest(tmp_path)
+    manifest = read_cohort_manifest(tmp_path)
     assert manifest.columns == ["slide_id", "patient_id", "site", "condition", "path", "mpp"]
     assert manifest["slide_id"].to_list() == [s.slide_id for s in slides]
     assert manifest["mpp"].to_list() == [0.32] * 3

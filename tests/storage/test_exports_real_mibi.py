@@ -83,7 +83,7 @@ def test_real_mibi_field_as_h5ad(field, tmp_path) -> None:
                                   AutoThresholdParams())
     sql = read_sql("rules/mibi_breast.sql")
     con = duckdb.connect()
-    con.execute("CREATE TABLE marker_positivity AS SELECT 1::BIGINT AS nucleus_id, "
+    con.execute("CREATE TABLE stain_positivity AS SELECT 1::BIGINT AS nucleus_id, "
                 + ", ".join(f"NULL::BOOLEAN AS {stain_key(s)}" for s in MIBI_STAINS))
     con.execute(sql)
     classes = dict(con.execute("SELECT cell_type, class_index FROM cell_type_hierarchy "

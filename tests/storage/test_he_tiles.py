@@ -8,7 +8,8 @@ import tifffile
 from PIL import Image
 
 from storage.errors import StoreLayoutError
-from storage.he_tiles import HeTileFolder, read_he_tile, write_rgb_png
+from storage.he_tiles import HeTileFolder, read_he_tile
+from storage.png import write_rgb_png
 
 SHARED_HE = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real_he_colon_tiles"
 

@@ -10,15 +10,16 @@ import numpy as np
 import polars as pl
 
 from dagster_project.resources import DataRoot
+from pipelines.markdown import markdown_table
 from storage.cohort_files import (
     cohort_is_current,
-    read_manifest,
+    read_cohort_manifest,
     read_truth_mask,
     read_truth_nuclei,
     write_cohort,
-    write_png,
 )
 from storage.ome_tiff import read_ome_tiff, read_ome_tiff_info
+from storage.png import write_rgb_png
 
 
 class CohortConfig(dg.Config):
@@ -47,11 +48,11 @@ def synthetic_cohort(config: CohortConfig, data_root: DataRoot) -> dg.Materializ
         summary = write_cohort(cohort_dir, simulate_cohort(params, config.workers),
                                params.as_dict())
     seconds = time.perf_counter() - started
-    manifest = read_manifest(cohort_dir)
+    manifest = read_cohort_manifest(cohort_dir)
     first = manifest.row(0, named=True)
     slide_file = cohort_dir / first["path"]
     rgb = false_colour(read_ome_tiff(slide_file), read_ome_tiff_info(slide_file).stains, step=2)
-    preview = write_png(data_root.layout.figures_dir("cohort") / "preview.png", rgb)
+    preview = write_rgb_png(data_root.layout.figures_dir("cohort") / "preview.png", rgb)
     small = base64.b64encode(imagecodecs.png_encode(np.ascontiguousarray(rgb[::2, ::2])))
     n_nuclei = sum(read_truth_nuclei(cohort_dir, s).height for s in manifest["slide_id"])
     return dg.MaterializeResult(metadata={
@@ -77,7 +78,7 @@ def synthetic_cohort_truth_is_consistent(data_root: DataRoot) -> dg.AssetCheckRe
 
     cohort_dir = data_root.layout.cohort_dir
     problems = {}
-    for slide_id in read_manifest(cohort_dir)["slide_id"]:
+    for slide_id in read_cohort_manifest(cohort_dir)["slide_id"]:
         found = truth_problems(read_truth_mask(cohort_dir, slide_id),
                                read_truth_nuclei(cohort_dir, slide_id))
         if found:
@@ -92,7 +93,4 @@ def _table(manifest: pl.DataFrame) -> str:
     counts = manifest.group_by("site", "condition").agg(
         pl.len().alias("slides"), pl.col("patient_id").n_unique().alias("patients")
     ).sort("site", "condition")
-    lines = ["| site | condition | patients | slides |", "|---|---|---|---|"]
-    lines += [f"| {r['site']} | {r['condition']} | {r['patients']} | {r['slides']} |"
-              for r in counts.iter_rows(named=True)]
-    return "\n".join(lines)
+    return markdown_table(counts.select("site", "condition", "patients", "slides"))

@@ -14,11 +14,11 @@ import dagster as dg
 
 from dagster_project.automation import COHORT_VIEW, SLIDE_STAGE
 from dagster_project.defs.exports import wiring
-from dagster_project.defs.labels.assets import markdown_table
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.defs.slides.sensors import ON_REQUEST
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
+from pipelines.markdown import PREVIEW_ROWS, markdown_table
 from storage.anndata_file import NucleusTable, read_nucleus_table
 from storage.ome_zarr import DEFAULT_TILE_PX
 
@@ -39,7 +39,7 @@ def _metadata(table: NucleusTable, path, start: float) -> dict:
         "n_nuclei": table.n_nuclei, "n_stains": len(table.stains),
         "n_predicted": table.n_nuclei - table.obs["predicted_cell_type"].null_count(),
         "path": dg.MetadataValue.path(str(path)), "seconds": round(time.perf_counter() - start, 2),
-        "counts": dg.MetadataValue.md(markdown_table(counts)),
+        "counts": dg.MetadataValue.md(markdown_table(counts, PREVIEW_ROWS)),
         "example": dg.MetadataValue.md(EXAMPLE.format(path=str(path))),
     }
 
@@ -77,7 +77,7 @@ def cohort_anndata(context: dg.AssetExecutionContext, data_root: DataRoot
     return dg.MaterializeResult(metadata={
         **_metadata(table, path, start), "n_slides": len(present),
         "slides_without_file": len(slides) - len(present),
-        "per_slide": dg.MetadataValue.md(markdown_table(per_slide)),
+        "per_slide": dg.MetadataValue.md(markdown_table(per_slide, PREVIEW_ROWS)),
     })
 
 

@@ -26,6 +26,7 @@ from pipelines.quantify import feature_checks
 from pipelines.segment.he import he_backend_names
 from storage.layout import DataLayout
 from storage.parquet_dataset import read_slide_partition
+from storage.tiles import DEFAULT_TILE_PX
 
 TISSUE_CHECK = dg.AssetCheckSpec("has_tissue", asset="he_slide_image")
 FEATURE_CHECKS = ("nucleus_count_positive", "no_nan_intensities", "plausible_areas")
@@ -39,7 +40,7 @@ def _png_md(png: bytes) -> dg.MetadataValue:
 class HESlideImageConfig(dg.Config):
     """tile_px: window edge read and written at a time; force: re-ingest a current store."""
 
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     force: bool = False
 
 
@@ -79,7 +80,7 @@ class HENucleusMaskConfig(dg.Config):
     which he_nucleus_model writes."""
 
     backend: str = "he-classical"
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int | None = None
     settings: dict[str, float] = {}  # noqa: RUF012 (dagster copies config defaults)
     model_path: str | None = None
@@ -166,7 +167,7 @@ def he_nucleus_inference(
 ) -> Iterator[dg.MaterializeResult | dg.AssetObservation]:
     """Predict every nucleus of the slide (harmonised to the virtual H&E), write the outputs."""
     from pipelines.inference import InferenceParams  # torch loads in this step only
-    from pipelines.train.loop import torch_threads
+    from pipelines.torch_device import torch_threads
 
     layout, slide_id = data_root.layout, context.partition_key
     models_layout = DataLayout(config.classifier_root) if config.classifier_root else layout

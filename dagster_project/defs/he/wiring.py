@@ -35,7 +35,6 @@ from pipelines.segment.he import (
 from pipelines.segment.preview import rgb_outline_overlay
 from pipelines.vhe.gallery import thumbnail_png
 from storage.catalog import HE_INFERENCE_VIEW, ParquetSource, layout_sources
-from storage.cohort_files import write_png
 from storage.errors import StoreLayoutError
 from storage.fs import as_path, local_copy
 from storage.he_segmenter_checkpoints import he_segmenter_dir
@@ -46,6 +45,7 @@ from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
 from storage.parquet_dataset import write_slide_partition
 from storage.patch_store import PatchStore
+from storage.png import write_rgb_png
 from storage.slide_sources import content_sha256
 
 PREVIEW_PX = 768
@@ -154,7 +154,7 @@ def outline_preview(layout: DataLayout, slide_id: str) -> Path:
     mask = open_mask(layout.he.mask_zarr(slide_id))
     h, w = min(PREVIEW_PX, mask.height_px), min(PREVIEW_PX, mask.width_px)
     rgb = rgb_outline_overlay(slide.read(0, 0, h, w), mask.read(0, 0, h, w))
-    return write_png(layout.he.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
+    return write_rgb_png(layout.he.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
 
 
 def features(layout: DataLayout, slide_id: str, tile_px: int) -> tuple[pl.DataFrame, Path]:

@@ -11,10 +11,10 @@ import numpy as np
 from skimage.segmentation import find_boundaries
 
 from pipelines.segment.instance_f1 import match_instances
-from storage.he_tiles import write_rgb_png
 from storage.layout import DataLayout
 from storage.manifest import read_manifest_parquet
 from storage.mask_store import open_mask
+from storage.png import write_rgb_png
 from storage.vhe_store import open_vhe
 
 # pipelines.segment.he_learned (torch) loads in the training step, not with the definitions.

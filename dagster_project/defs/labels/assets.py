@@ -24,6 +24,7 @@ from pipelines.labels import (
     label_slide,
     positivity_view_sql,
 )
+from pipelines.markdown import PREVIEW_ROWS, markdown_table
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import manual_versions, review_figure_png, slide_thresholds
 from storage.atomic import atomic_write_bytes
@@ -37,14 +38,6 @@ from storage.catalog import (
 )
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.thresholds_csv import read_thresholds_csv, write_thresholds_csv
-
-
-def markdown_table(frame: pl.DataFrame, limit: int = 30) -> str:
-    head = frame.head(limit)
-    lines = ["| " + " | ".join(head.columns) + " |", "|" + "---|" * len(head.columns)]
-    lines += ["| " + " | ".join("" if v is None else str(v) for v in row) + " |"
-              for row in head.iter_rows()]
-    return "\n".join(lines)
 
 
 @dg.observable_source_asset(partitions_def=slide_partitions, group_name="labels")
@@ -87,7 +80,7 @@ def stain_thresholds(
             "n_auto": rows.height - n_manual, "seconds": round(time.perf_counter() - start, 2),
             "review_figure": dg.MetadataValue.path(str(figure) if figure.exists() else ""),
             "preview": dg.MetadataValue.md(markdown_table(
-                rows.select("stain", "threshold", "source", "method", "note"))),
+                rows.select("stain", "threshold", "source", "method", "note"), PREVIEW_ROWS)),
         },
         check_results=[
             dg.AssetCheckResult(check_name="one_threshold_per_stain",
@@ -121,7 +114,8 @@ def nucleus_labels(context: dg.AssetExecutionContext, data_root: DataRoot) -> dg
             "threshold_version": labels["threshold_version"][0] if labels.height else "",
             "seconds": round(time.perf_counter() - start, 2),
             "counts": dg.MetadataValue.md(markdown_table(
-                pl.DataFrame({"cell_type": list(counts), "n_nuclei": list(counts.values())}))),
+                pl.DataFrame({"cell_type": list(counts), "n_nuclei": list(counts.values())}),
+                PREVIEW_ROWS)),
         },
         check_results=[
             dg.AssetCheckResult(check_name="one_label_per_nucleus",
@@ -157,7 +151,7 @@ def nucleus_catalog(data_root: DataRoot, label_settings: LabelSettings) -> dg.Ma
         "thresholds_suggested": dg.MetadataValue.path(str(suggested)),
         "rules": label_settings.catalog_rules_sql, "n_labelled": int(counts["n_nuclei"].sum()),
         "seconds": round(time.perf_counter() - start, 2),
-        "counts": dg.MetadataValue.md(markdown_table(counts)),
+        "counts": dg.MetadataValue.md(markdown_table(counts, PREVIEW_ROWS)),
         "example": dg.MetadataValue.md(
             f"`duckdb {path} \"SELECT * FROM cell_type_counts_per_slide LIMIT 20\"`"),
     })
@@ -169,7 +163,7 @@ def catalog_matches_label_table(data_root: DataRoot, label_settings: LabelSettin
     """Every nucleus with thresholds is classified once, as in the materialised label table."""
     path = label_settings.catalog_path(data_root.layout)
     n = query_catalog(path, "SELECT (SELECT count(*) FROM nucleus_classes) AS classes, "
-                            "(SELECT count(*) FROM marker_positivity) AS nuclei").row(0)
+                            "(SELECT count(*) FROM stain_positivity) AS nuclei").row(0)
     same_rules = label_settings.catalog_rules_sql == DEFAULT_RULES_SQL
     differ = query_catalog(
         path, "SELECT count(*) FROM nucleus_classes AS v JOIN nucleus_labels AS l "

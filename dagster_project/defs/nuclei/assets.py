@@ -11,17 +11,21 @@ import numpy as np
 from dagster_project.automation import SLIDE_STAGE
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
+from pipelines.markdown import markdown_table
 from pipelines.quantify import QuantifyParams, feature_checks, quantify_slide
 from pipelines.segment import SegmentParams, nuclear_image, segment_slide
+from pipelines.segment.base import DEFAULT_MEMBRANE_STAIN, DEFAULT_NUCLEAR_STAINS, SegmentBackend
 from pipelines.segment.preview import outline_overlay
 from pipelines.segment.watershed import WatershedParams, WatershedSegmenter
-from storage.cohort_files import write_png
 from storage.fs import link
 from storage.layout import DataLayout
 from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
+from storage.model_weights import resolve_mesmer_onnx_model
 from storage.parquet_dataset import write_slide_partition
+from storage.png import write_rgb_png
 from storage.slide_store import open_slide
+from storage.tiles import DEFAULT_TILE_PX
 
 PREVIEW_PX = 768
 _HAS_MESMER = importlib.util.find_spec("dagster_project.defs.nuclei.mesmer") is not None
@@ -32,11 +36,11 @@ class NucleusMaskConfig(dg.Config):
     """backend: watershed (default, no weights) | import (your own masks) | mesmer | mesmer-onnx.
     import_path: where imported masks are, `{slide_id}` filled in, relative to the data root."""
 
-    backend: Literal["watershed", "import", "mesmer", "mesmer-onnx"] = "watershed"
-    tile_px: int = 1024
+    backend: SegmentBackend = "watershed"
+    tile_px: int = DEFAULT_TILE_PX
     halo_px: int | None = None
-    nuclear_stains: list[str] = ["DAPI"]  # noqa: RUF012 (dagster copies config defaults)
-    membrane_stain: str | None = "Muc2"
+    nuclear_stains: list[str] = list(DEFAULT_NUCLEAR_STAINS)  # noqa: RUF012 (dagster copies config defaults)
+    membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN
     import_path: str = "imported_masks/{slide_id}.tif"
     mask_plane: int | None = None
     # import: a mask that looks binary (0/1) is refused, or labelled by connected components.
@@ -92,7 +96,8 @@ def _backend(config: NucleusMaskConfig, slide_id: str, layout: DataLayout):
                                   config.mask_plane)
     from pipelines.segment.mesmer_onnx import MesmerOnnxSegmenter
 
-    return MesmerOnnxSegmenter(model_path=config.model_path, halo_px=config.halo_px or 64)
+    return MesmerOnnxSegmenter(model_path=resolve_mesmer_onnx_model(config.model_path),
+                               halo_px=config.halo_px or 64)
 
 
 def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> dict:
@@ -102,13 +107,13 @@ def _preview(layout: DataLayout, slide_id: str, config: NucleusMaskConfig) -> di
     stains = [s for s in config.nuclear_stains if s in slide.info.stains] or [slide.info.stains[0]]
     rgb = outline_overlay(nuclear_image(slide.read(0, 0, h, w, stains=stains)),
                           mask.read(0, 0, h, w))
-    path = write_png(layout.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
+    path = write_rgb_png(layout.figures_dir("nuclei") / f"{slide_id}_outlines.png", rgb)
     return {"preview": dg.MetadataValue.path(str(path)),
             "preview_md": dg.MetadataValue.md(f"![outlines]({link(path)})")}
 
 
 class NucleusFeaturesConfig(dg.Config):
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     shape_features: bool = True
 
 
@@ -133,12 +138,5 @@ def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesC
         "median_area_um2": float(np.nan_to_num(frame["area_um2"].median() or 0.0)),
         "seconds": round(time.perf_counter() - started, 2),
         "path": dg.MetadataValue.path(str(path)),
-        "preview": dg.MetadataValue.md(_markdown(head)),
+        "preview": dg.MetadataValue.md(markdown_table(head, float_format=".4g")),
     })
-
-
-def _markdown(frame) -> str:
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * frame.width]
-    lines += ["| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
-              for row in frame.iter_rows()]
-    return "\n".join(lines)

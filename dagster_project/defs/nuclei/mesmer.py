@@ -19,10 +19,11 @@ from pathlib import Path
 import dagster as dg
 
 from pipelines.errors import ConfigurationError
-from pipelines.segment.mesmer_weights import MesmerParams, resolve_mesmer_weights
+from pipelines.segment.mesmer_weights import MesmerParams
 from pipelines.stains import require_stains
 from storage.layout import DataLayout
 from storage.mesmer_exchange import INPUTS, LABELS, exchange_folder, publish_labels, write_inputs
+from storage.model_weights import resolve_mesmer_weights
 from storage.slide_store import open_slide
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -13,13 +13,13 @@ from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.ingest import DEFAULT_TILE_PX, ReadParams, describe, open_slide_source
+from pipelines.markdown import preview_markdown
 from pipelines.stains import NUCLEAR_STAIN, canonical_stain
 from storage.fs import as_path, local_copy
 from storage.manifest import (
     HE,
     MXIF,
     manifest_row,
-    preview_markdown,
     with_content_hashes,
     write_manifest,
 )

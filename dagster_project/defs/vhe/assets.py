@@ -26,6 +26,7 @@ from storage.atomic import atomic_write_bytes
 from storage.parquet_dataset import read_slide_partition
 from storage.patch_store import PatchStore, create_slide_patches, ensure_store
 from storage.slide_store import open_slide
+from storage.tiles import DEFAULT_TILE_PX
 from storage.vhe_store import VirtualHELevel, create_vhe, open_vhe
 
 
@@ -34,7 +35,7 @@ class VirtualHEConfig(dg.Config):
     absorption_table: the Beer-Lambert stain -> dye table, "histology" or "marker_tinted"."""
 
     backend: str = "beer_lambert"
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     device: str = "auto"
     missing_stains: str = "error"
     absorption_table: str = "histology"

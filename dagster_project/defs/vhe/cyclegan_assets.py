@@ -18,9 +18,10 @@ from storage.checkpoints import (
     save_cyclegan_checkpoint,
 )
 from storage.fs import link
-from storage.he_tiles import HeTileFolder, write_rgb_png
+from storage.he_tiles import HeTileFolder
 from storage.layout import DataLayout
 from storage.manifest import read_manifest_parquet
+from storage.png import write_rgb_png
 from storage.slide_store import SlideReader, open_slide
 
 # The CycleGAN modules (torch) load in the training step, not with the definitions.
@@ -62,8 +63,8 @@ def cyclegan_model(
     context: dg.AssetExecutionContext, config: CycleGanConfig, data_root: DataRoot
 ) -> dg.MaterializeResult:
     """A CycleGAN checkpoint (models/cyclegan) and a preview PNG of MxIF -> virtual H&E."""
+    from pipelines.torch_device import torch_threads
     from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
-    from pipelines.vhe.cyclegan.model import torch_threads
     from pipelines.vhe.cyclegan.train import train
 
     layout, he_dir = data_root.layout, Path(config.he_tiles_dir)

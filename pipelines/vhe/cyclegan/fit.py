@@ -12,6 +12,7 @@ import torch
 
 from pipelines.errors import ConfigurationError, StainError
 from pipelines.stains import NUCLEAR_STAIN
+from pipelines.torch_device import select_device
 from pipelines.vhe.cyclegan.data import (
     HeCropSampler,
     HeTiles,
@@ -23,7 +24,7 @@ from pipelines.vhe.cyclegan.data import (
     training_stains,
 )
 from pipelines.vhe.cyclegan.infer import BlendParams, CycleGanBackend
-from pipelines.vhe.cyclegan.model import Architecture, build_networks, select_device
+from pipelines.vhe.cyclegan.model import Architecture, build_networks
 from pipelines.vhe.cyclegan.train import CycleGanTrainer, TrainingLog, TrainParams
 from storage.checkpoints import CycleGanInfo
 

@@ -33,9 +33,10 @@ import torch.nn.functional as F
 
 from pipelines.errors import SlideInputError, StainError
 from pipelines.stains import canonical_stain
+from pipelines.torch_device import select_device
 from pipelines.vhe.base import VirtualHEBackend
 from pipelines.vhe.cyclegan.data import StainNormalisation
-from pipelines.vhe.cyclegan.model import ResnetGenerator, select_device
+from pipelines.vhe.cyclegan.model import ResnetGenerator
 from storage.checkpoints import CycleGanInfo, load_cyclegan_checkpoint
 
 GENERATOR_PART = "generator_mxif_to_he"

@@ -8,8 +8,6 @@ instance norm and leaky ReLU, `n_layers=3` gives each output a 70x70 pixel recep
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -156,27 +154,3 @@ def build_networks(arch: Architecture, *, seed: int = 0) -> CycleGanNetworks:
         for m in nets.modules().values():
             init_weights(m)
     return nets
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Use `n` CPU threads inside the block (None or 0: leave torch's setting)."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def select_device(requested: str | None = None) -> torch.device:
-    """`requested` if given, else CUDA, then Apple MPS, then CPU."""
-    if requested:
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
