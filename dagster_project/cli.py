@@ -144,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="run the slide stages for these slide ids only")
     run = sub.add_parser("run", help="run a real cohort from one typed config file")
     run.add_argument("--config", type=Path, required=True, metavar="COHORT_YAML",
-                     help="the cohort file (see dagster_project/cohort_config.py and the README)")
+                     help="the cohort file (see dagster_project/cohort_config.py and "
+                          "docs/real-slides.md)")
     run.add_argument("--only", nargs="*", default=None,
                      help="materialise only these asset keys (overrides run.only)")
     run.add_argument("--slides", nargs="*", default=None,

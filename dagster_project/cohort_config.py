@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from pipelines.segment.base import DEFAULT_MEMBRANE_STAIN, DEFAULT_NUCLEAR_STAINS, SegmentBackend
 from pipelines.thresholds import AutoMethod
 from storage.fs import as_path, is_remote
+from storage.tiles import DEFAULT_TILE_PX
 
 
 class CohortConfigError(ValueError):
@@ -36,12 +38,13 @@ class _Section(BaseModel):
 
 
 class Segmentation(_Section):
-    backend: Literal["watershed", "import", "mesmer", "mesmer-onnx"] = "watershed"
-    nuclear_stains: list[str] = Field(default_factory=lambda: ["DAPI"], min_length=1)
-    membrane_stain: str | None = "Muc2"
+    backend: SegmentBackend = "watershed"
+    nuclear_stains: list[str] = Field(default_factory=lambda: list(DEFAULT_NUCLEAR_STAINS),
+                                      min_length=1)
+    membrane_stain: str | None = DEFAULT_MEMBRANE_STAIN
     model_path: str | None = None  # mesmer / mesmer-onnx weights
     import_path: str | None = None  # import: masks, `{slide_id}` in the name
-    tile_px: int = Field(default=1024, ge=64)
+    tile_px: int = Field(default=DEFAULT_TILE_PX, ge=64)
 
 
 class Labels(_Section):

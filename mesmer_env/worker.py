@@ -16,7 +16,7 @@ image_mpp = the slide's mpp). A nucleus belongs to the tile whose core holds its
 written whole, so a nucleus crossing a tile border is neither split nor duplicated (when the
 halo is wider than a nucleus). Memory holds one window. Results go back as a Pipes custom message.
 
-The same script runs under PipesK8sClient (see the README): it only needs the two paths on a
+The same script runs under PipesK8sClient (see docs/nuclei.md): it only needs the two paths on a
 volume shared with the Dagster run.
 """
 

@@ -149,7 +149,7 @@ class HECue:
     position: str
 
 
-# The H&E cue table (README "Synthetic cohort"): one row per class, written from colon
+# The H&E cue table (docs/synthetic-cohort.md): one row per class, written from colon
 # histology. Morphology above and the histology dye table in pipelines/vhe/beer_lambert/
 # render these cues and nothing else; `none` classes differ from each other in no rendered cue.
 HE_CUES: MappingProxyType[str, HECue] = MappingProxyType({
@@ -188,7 +188,7 @@ CONTROL_GROUP: tuple[str, ...] = tuple(k for k, c in HE_CUES.items() if c.signal
 
 
 def he_cue_table() -> str:
-    """HE_CUES as the README's Markdown table."""
+    """HE_CUES as the Markdown table of docs/synthetic-cohort.md."""
     cols = ("signal", "nucleus", "chromatin", "cytoplasm", "granules", "mucin", "position")
     lines = ["| cell_type | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, cue in HE_CUES.items():

@@ -26,10 +26,7 @@ from torch import nn
 
 from pipelines.cell_types import CELL_TYPES
 from pipelines.errors import ConfigurationError
-
-# torch_threads is read from here by the training and inference stages.
 from pipelines.torch_device import select_device
-from pipelines.torch_device import torch_threads as torch_threads
 from pipelines.train.loader import (
     BalancedPatchLoader,
     ChunkSource,

@@ -19,10 +19,7 @@ from torch import nn
 
 from pipelines.cell_types import CELL_TYPES
 from pipelines.errors import ConfigurationError
-
-# find_imagenet_weights is read from here by the training stage.
 from storage.model_weights import HUB_FILE, WEIGHTS_ENV, hub_weights_path
-from storage.model_weights import find_imagenet_weights as find_imagenet_weights
 
 log = logging.getLogger(__name__)
 

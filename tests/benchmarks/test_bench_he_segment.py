@@ -15,7 +15,7 @@ scikit-image pipeline (rgb2hed hematoxylin, Otsu, distance transform, peak_local
 apart, watershed, objects under 10 µm² dropped), whose mean F1@0.5 on these tiles the issue
 quotes as 0.61.
 Columns: mean F1 at IoU 0.5 and 0.3 over tiles, seconds per megapixel (the whole tile as one
-window, best of two). Set HE_BENCH_FIGURES=DIR to write the README's segmentation figure.
+window, best of two). Set HE_BENCH_FIGURES=DIR to write the segmentation figure of docs/real-he.md.
 """
 
 from __future__ import annotations

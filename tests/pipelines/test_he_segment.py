@@ -95,4 +95,4 @@ def test_he_classical_on_the_twelve_held_out_annotated_tiles():
         scores.append(match_score(truth, _labels(slide, build_he_backend("he-classical"),
                                                  512)).f1)
     assert len(scores) == 12
-    assert np.mean(scores) >= 0.70  # measured 0.714 (README); the target is 0.65
+    assert np.mean(scores) >= 0.70  # measured 0.714 (docs/real-he.md); the target is 0.65

@@ -59,7 +59,7 @@ def nucleus_inference(
     """Predict the slide's nuclei (or, with only the check selected, check what is stored);
     without a trained fold and no fold chosen, an observation says why nothing was written."""
     from pipelines.inference import InferenceParams  # torch loads in this step only
-    from pipelines.train.loop import torch_threads
+    from pipelines.torch_device import torch_threads
 
     layout, slide_id = data_root.layout, context.partition_key
     if INFERENCE_KEY not in context.selected_asset_keys:

@@ -123,7 +123,8 @@ class NucleusFeaturesConfig(dg.Config):
           check_specs=[dg.AssetCheckSpec(n, asset="nucleus_features") for n in FEATURE_CHECKS])
 def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesConfig,
                      data_root: DataRoot) -> dg.MaterializeResult:
-    """One row per nucleus (schema in README): id, centroid, box, shape, mean of every stain."""
+    """One row per nucleus (schema in docs/nuclei.md): id, centroid, box, shape, mean of every
+    stain."""
     slide_id, layout, started = context.partition_key, data_root.layout, time.perf_counter()
     slide, mask = open_slide(layout.slide_zarr(slide_id)), open_mask(layout.mask_zarr(slide_id))
     frame = quantify_slide(slide, mask, QuantifyParams(config.tile_px, config.shape_features))

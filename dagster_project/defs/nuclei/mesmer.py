@@ -5,7 +5,7 @@ The environment is created by `make mesmer-env` (mesmer_env/create_env.sh) at `.
 `MESMER_ENV_DIR` points elsewhere. In a cluster, `NUCLEUS_SUBTYPING_MESMER_IMAGE` (the image of
 deploy/Dockerfile.mesmer) binds "mesmer_pipes" to a `dagster_k8s.PipesK8sClient` and the same
 worker runs in its own pod; `NUCLEUS_SUBTYPING_MESMER_POD_SPEC` (JSON) adds the pod spec that
-mounts the data root's volume at the same path (see the README).
+mounts the data root's volume at the same path (see docs/nuclei.md).
 """
 
 from __future__ import annotations

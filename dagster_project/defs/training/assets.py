@@ -85,7 +85,7 @@ def classifier(
 ) -> dg.MaterializeResult:
     """Train the fold's ResNet-18 on its train patients, keep the weights with the lowest
     validation loss, and predict every patch of its test patients."""
-    from pipelines.train.loop import torch_threads  # torch loads in this step only
+    from pipelines.torch_device import torch_threads  # torch loads in this step only
     from pipelines.train.model import RandomInitWarning
     from pipelines.train.profiles import training_profile
 

@@ -86,8 +86,8 @@ class FoldInputs:
 
 
 def load_fold(layout: DataLayout, fold: int, weights: str | None) -> FoldInputs:
-    from pipelines.train.model import find_imagenet_weights
     from storage.folds import folds_path, read_folds
+    from storage.model_weights import find_imagenet_weights
 
     manifest = read_manifest_parquet(layout.manifest_parquet)
     folds = read_folds(folds_path(layout.root))

@@ -21,7 +21,7 @@ eosin-weighted stain is still faintly pink while lumen and glass stay white, as 
 The dye vectors were measured on the real colon H&E tiles in ../shared/data/real_he_colon_tiles
 (`estimate_dye_vectors`): hematoxylin from the darkest 3% of pixels (nuclei) minus the pink
 stroma, eosin from the pink stroma. The weights were tuned so the nuclear and stromal colours
-of synthetic slides match those tiles (README, "Virtual H&E").
+of synthetic slides match those tiles (docs/virtual-he.md).
 
 Only the tissue indicator looks at neighbours (a Gaussian truncated at `halo_px`), so a slide
 rendered tile by tile equals the slide rendered at once.
