@@ -29,9 +29,8 @@ from storage.errors import CatalogBusyError, StoreLayoutError
 from storage.fs import as_path, is_remote, local_copy, register_filesystem
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
+from storage.sql_files import cell_types_sql, read_cell_types, read_sql
 from storage.sql_quote import quote_identifier, quote_literal
-
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
 
 # Empty tables stand in for optional datasets not yet written, so every view still binds.
 MANIFEST_COLUMNS = (
@@ -50,27 +49,12 @@ LABEL_COLUMNS = (
 INFERENCE_COLUMNS = (
     "nucleus_id BIGINT, slide_id VARCHAR, predicted_index SMALLINT, predicted_cell_type VARCHAR, "
     "probability FLOAT, "
-    + "".join(f"prob_{name} FLOAT, " for name in (
-        "goblet", "endocrine", "epithelial", "progenitor", "fibroblast", "stromal", "monocyte",
-        "macrophage", "helper_t", "cytotoxic_t", "t_cell_receptor", "b_cell", "myeloid",
-        "leukocyte"))
+    + "".join(f"prob_{row.cell_type} FLOAT, " for row in read_cell_types())
     + "models SMALLINT[]"
 )
 
 
 HE_INFERENCE_VIEW = "he_nucleus_inference"
-
-
-def read_sql(name: str | Path) -> str:
-    """The text of a SQL file: a name under the project's sql/ folder, or any path."""
-    path = Path(name)
-    if not path.is_absolute():
-        path = SQL_DIR / path
-    if not path.is_file():
-        raise StoreLayoutError(
-            f"SQL file {path} does not exist; give a file under {SQL_DIR} or an absolute path."
-        )
-    return path.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -263,12 +247,14 @@ DEFAULT_RULES_SQL = "cell_type_rules.sql"
 def project_catalog_spec(
     layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
 ) -> CatalogSpec:
-    """The project's catalog: dataset views, then stain_positivity, the rules, the summaries.
+    """The project's catalog: dataset views, then stain_positivity, the class table (TEMP, for
+    the rule file), the rules, the summaries.
 
     `positivity_sql` is generated from the cohort's validated stain keys (see
     pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.
     """
     return CatalogSpec(
         sources=layout_sources(layout),
-        scripts=(positivity_sql, read_sql(rules_sql), read_sql(CATALOG_VIEWS_SQL)),
+        scripts=(positivity_sql, cell_types_sql(), read_sql(rules_sql),
+                 read_sql(CATALOG_VIEWS_SQL)),
     )

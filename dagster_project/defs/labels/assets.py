@@ -33,10 +33,10 @@ from storage.catalog import (
     build_catalog,
     project_catalog_spec,
     query_catalog,
-    read_sql,
     threshold_stain_keys,
 )
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
+from storage.sql_files import read_sql
 from storage.thresholds_csv import read_thresholds_csv, write_thresholds_csv
 
 
