@@ -19,10 +19,11 @@ import polars as pl
 from pipelines.errors import StainError
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import MEAN_PREFIX
-from storage.sql_files import cell_types_sql
+from storage.sql_files import cell_types_sql, read_sql
 from storage.sql_quote import quote_identifier, quote_literal
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SLIDE_LABELS_SQL = "queries/slide_labels.sql"
 
 LABEL_SCHEMA: dict[str, pl.DataType] = {
     "nucleus_id": pl.Int64(),
@@ -132,10 +133,7 @@ def label_slide(
         con.execute(cell_types_sql())
         con.execute(rules.sql)
         # one slide, one threshold version: both are constants, so no join back to positivity
-        result = con.sql(
-            "SELECT nucleus_id, cell_type::VARCHAR AS cell_type, excluded_at_step "
-            "FROM nucleus_cell_type ORDER BY nucleus_id"
-        ).to_arrow_table()
+        result = con.sql(read_sql(SLIDE_LABELS_SQL)).to_arrow_table()
     finally:
         con.close()
     frame = pl.from_arrow(result).with_columns(

@@ -29,32 +29,44 @@ from storage.errors import CatalogBusyError, StoreLayoutError
 from storage.fs import as_path, is_remote, local_copy, register_filesystem
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
-from storage.sql_files import cell_types_sql, read_cell_types, read_sql
+from storage.sql_files import cell_types_sql, read_cell_types, read_sql, sql_path
 from storage.sql_quote import quote_identifier, quote_literal
 
-# Empty tables stand in for optional datasets not yet written, so every view still binds.
-MANIFEST_COLUMNS = (
-    "slide_id VARCHAR, patient_id VARCHAR, site VARCHAR, condition VARCHAR, path VARCHAR, "
-    "mpp DOUBLE, modality VARCHAR, content_sha256 VARCHAR"
-)
-FEATURE_COLUMNS = "nucleus_id BIGINT, slide_id VARCHAR"
-THRESHOLD_COLUMNS = (
-    "slide_id VARCHAR, stain VARCHAR, stain_key VARCHAR, threshold DOUBLE, source VARCHAR, "
-    "method VARCHAR, set_by VARCHAR, note VARCHAR, threshold_version VARCHAR"
-)
-LABEL_COLUMNS = (
-    "nucleus_id BIGINT, slide_id VARCHAR, cell_type VARCHAR, class_index SMALLINT, "
-    "excluded_at_step SMALLINT, threshold_version VARCHAR"
-)
-INFERENCE_COLUMNS = (
-    "nucleus_id BIGINT, slide_id VARCHAR, predicted_index SMALLINT, predicted_cell_type VARCHAR, "
-    "probability FLOAT, "
-    + "".join(f"prob_{row.cell_type} FLOAT, " for row in read_cell_types())
-    + "models SMALLINT[]"
-)
-
-
 HE_INFERENCE_VIEW = "he_nucleus_inference"
+DATASET_STANDINS_SQL = "dataset_standins.sql"
+CATALOG_TABLES_SQL = "queries/catalog_tables.sql"
+TABLE_COLUMNS_SQL = "queries/table_columns.sql"
+
+
+def _standin_columns() -> dict[str, str]:
+    """Each stand-in's column list (`name TYPE, ...`), read from sql/dataset_standins.sql."""
+    con = duckdb.connect()
+    try:
+        con.execute(read_sql(DATASET_STANDINS_SQL))
+        return dict(con.execute(read_sql(TABLE_COLUMNS_SQL)).fetchall())
+    finally:
+        con.close()
+
+
+def _with_probability_columns(columns: str) -> str:
+    """nucleus_inference's stand-in columns with one prob_<cell_type> FLOAT per class of the
+    class table, in class index order, right after `probability`."""
+    probability = "probability FLOAT, "
+    if probability not in columns:
+        raise StoreLayoutError(
+            f"{sql_path(DATASET_STANDINS_SQL)}: nucleus_inference needs a probability FLOAT "
+            "column, which the per-class probabilities follow.")
+    per_class = "".join(f"prob_{row.cell_type} FLOAT, " for row in read_cell_types())
+    return columns.replace(probability, probability + per_class, 1)
+
+
+# Empty tables stand in for optional datasets not yet written, so every view still binds.
+_STANDINS = _standin_columns()
+MANIFEST_COLUMNS = _STANDINS["slide_manifest"]
+FEATURE_COLUMNS = _STANDINS["nucleus_features"]
+THRESHOLD_COLUMNS = _STANDINS["stain_thresholds"]
+LABEL_COLUMNS = _STANDINS["nucleus_labels"]
+INFERENCE_COLUMNS = _with_probability_columns(_STANDINS["nucleus_inference"])
 
 
 @dataclass(frozen=True)
@@ -200,9 +212,7 @@ def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str
     with local_copy(db_path) as local:
         con = duckdb.connect(str(local), read_only=True)
         try:
-            tables = {row[0] for row in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-            ).fetchall()}
+            tables = {row[0] for row in con.execute(read_sql(CATALOG_TABLES_SQL)).fetchall()}
         finally:
             con.close()
     stale = [s for s in sources if s.view in tables and _has_files(s.glob)]

@@ -53,6 +53,7 @@ def test_wheel_install_loads_definitions_and_builds_the_catalog(tmp_path: Path) 
     assert Path(located.strip()).parent == own, located  # the installed copy, not the checkout
     assert (Path(located.strip()) / "catalog_views.sql").is_file()
     assert (Path(located.strip()) / "cell_types.csv").is_file()  # the class table
+    assert (Path(located.strip()) / "queries" / "thresholds_suggested.sql").is_file()
 
     # What `dg check defs` checks, pointed at the installed module rather than a checkout.
     _run([str(python), "-m", "dagster", "definitions", "validate",
