@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import glob
 import os
 import shutil
@@ -38,16 +39,6 @@ CATALOG_TABLES_SQL = "queries/catalog_tables.sql"
 TABLE_COLUMNS_SQL = "queries/table_columns.sql"
 
 
-def _standin_columns() -> dict[str, str]:
-    """Each stand-in's column list (`name TYPE, ...`), read from sql/dataset_standins.sql."""
-    con = duckdb.connect()
-    try:
-        con.execute(read_sql(DATASET_STANDINS_SQL))
-        return dict(con.execute(read_sql(TABLE_COLUMNS_SQL)).fetchall())
-    finally:
-        con.close()
-
-
 def _with_probability_columns(columns: str) -> str:
     """nucleus_inference's stand-in columns with one prob_<cell_type> FLOAT per class of the
     class table, in class index order, right after `probability`."""
@@ -60,13 +51,19 @@ def _with_probability_columns(columns: str) -> str:
     return columns.replace(probability, probability + per_class, 1)
 
 
-# Empty tables stand in for optional datasets not yet written, so every view still binds.
-_STANDINS = _standin_columns()
-MANIFEST_COLUMNS = _STANDINS["slide_manifest"]
-FEATURE_COLUMNS = _STANDINS["nucleus_features"]
-THRESHOLD_COLUMNS = _STANDINS["stain_thresholds"]
-LABEL_COLUMNS = _STANDINS["nucleus_labels"]
-INFERENCE_COLUMNS = _with_probability_columns(_STANDINS["nucleus_inference"])
+@functools.cache
+def standin_columns() -> dict[str, str]:
+    """Each dataset view's empty stand-in, as `name TYPE, ...`: the tables of
+    sql/dataset_standins.sql, read back through DuckDB (once, on first use, so importing the
+    catalog costs no database)."""
+    con = duckdb.connect()
+    try:
+        con.execute(read_sql(DATASET_STANDINS_SQL))
+        columns = dict(con.execute(read_sql(TABLE_COLUMNS_SQL)).fetchall())
+    finally:
+        con.close()
+    columns["nucleus_inference"] = _with_probability_columns(columns["nucleus_inference"])
+    return columns
 
 
 @dataclass(frozen=True)
@@ -88,15 +85,19 @@ class CatalogSpec:
 
 def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
     """The project's datasets as catalog views (empty tables for those not written yet)."""
+    empty = standin_columns()
     return (
-        ParquetSource("nucleus_features", dataset_glob(layout.features_dir), FEATURE_COLUMNS),
-        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir), THRESHOLD_COLUMNS),
-        ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
-        ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
-        ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir), INFERENCE_COLUMNS),
+        ParquetSource("nucleus_features", dataset_glob(layout.features_dir),
+                      empty["nucleus_features"]),
+        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir),
+                      empty["stain_thresholds"]),
+        ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), empty["nucleus_labels"]),
+        ParquetSource("slide_manifest", str(layout.manifest_parquet), empty["slide_manifest"]),
+        ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir),
+                      empty["nucleus_inference"]),
         # real H&E slides: predictions only, apart from every MxIF view (no labels exist)
         ParquetSource(HE_INFERENCE_VIEW, dataset_glob(layout.he.inference_dir),
-                      INFERENCE_COLUMNS),
+                      empty["nucleus_inference"]),
     )
 
 
