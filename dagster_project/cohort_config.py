@@ -178,7 +178,7 @@ def load_cohort_config(path: Path) -> CohortConfig:
                                     "not exist.")
     rule_file = config.labels.rule_file
     if Path(rule_file).suffix == ".sql" and ("/" in rule_file or "\\" in rule_file):
-        from storage.catalog import SQL_DIR
+        from storage.sql_files import SQL_DIR
 
         if not (SQL_DIR / rule_file).is_file():
             rule_file = _resolve(base, rule_file)

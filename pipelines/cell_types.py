@@ -1,36 +1,22 @@
-"""The 14 nucleus classes of Table 1, their order (the class index) and coarse hierarchy."""
+"""The 14 nucleus classes of Table 1, their order (the class index) and coarse hierarchy.
+
+The table itself is `sql/cell_types.csv`, read here for Python and by `sql/cell_types.sql` for
+the rule files, so Python and SQL share one list.
+"""
 
 from __future__ import annotations
 
-CELL_TYPES: tuple[str, ...] = (
-    "goblet", "endocrine", "epithelial", "progenitor", "fibroblast", "stromal", "monocyte",
-    "macrophage", "helper_t", "cytotoxic_t", "t_cell_receptor", "b_cell", "myeloid", "leukocyte",
-)
-CLASS_INDEX: dict[str, int] = {name: i for i, name in enumerate(CELL_TYPES)}
+from storage.sql_files import read_cell_types
 
-# cell_type -> (compartment, lineage); lineage is NULL outside the immune compartment.
+_TABLE = read_cell_types()
+
+CELL_TYPES: tuple[str, ...] = tuple(row.cell_type for row in _TABLE)
+CLASS_INDEX: dict[str, int] = {row.cell_type: row.class_index for row in _TABLE}
+
+# cell_type -> (compartment, lineage); lineage is None outside the immune compartment.
 HIERARCHY: dict[str, tuple[str, str | None]] = {
-    "goblet": ("epithelial", None),
-    "endocrine": ("epithelial", None),
-    "epithelial": ("epithelial", None),
-    "progenitor": ("epithelial", None),
-    "fibroblast": ("connective", None),
-    "stromal": ("connective", None),
-    "monocyte": ("immune", "myeloid"),
-    "macrophage": ("immune", "myeloid"),
-    "myeloid": ("immune", "myeloid"),
-    "helper_t": ("immune", "lymphoid"),
-    "cytotoxic_t": ("immune", "lymphoid"),
-    "t_cell_receptor": ("immune", "lymphoid"),
-    "b_cell": ("immune", "lymphoid"),
-    "leukocyte": ("immune", None),
+    row.cell_type: (row.compartment, row.lineage) for row in _TABLE
 }
 
 # One colour per class for maps and QuPath export (RGB, 0-255).
-CLASS_COLOURS: dict[str, tuple[int, int, int]] = {
-    "goblet": (31, 119, 180), "endocrine": (255, 127, 14), "epithelial": (44, 160, 44),
-    "progenitor": (214, 39, 40), "fibroblast": (148, 103, 189), "stromal": (140, 86, 75),
-    "monocyte": (227, 119, 194), "macrophage": (127, 127, 127), "helper_t": (188, 189, 34),
-    "cytotoxic_t": (23, 190, 207), "t_cell_receptor": (174, 199, 232), "b_cell": (255, 187, 120),
-    "myeloid": (152, 223, 138), "leukocyte": (255, 152, 150),
-}
+CLASS_COLOURS: dict[str, tuple[int, int, int]] = {row.cell_type: row.rgb for row in _TABLE}

@@ -3,8 +3,8 @@
 The rules themselves live in `sql/` (Table 1 in `sql/cell_type_rules.sql`); this module only
 generates the one piece of SQL that depends on which stains a cohort has (`stain_positivity`,
 one BOOLEAN column per stain key) and runs a rule file on one slide's frames in an in-memory
-DuckDB. Every stain name that reaches SQL is checked with `stain_key` and quoted, so a stain
-name can never inject SQL.
+DuckDB, after the class table (`sql/cell_types.sql`). Every stain name that reaches SQL is
+checked with `stain_key` and quoted, so a stain name can never inject SQL.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ import polars as pl
 from pipelines.errors import StainError
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import MEAN_PREFIX
+from storage.sql_files import cell_types_sql, read_sql
 from storage.sql_quote import quote_identifier, quote_literal
 
 _IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+SLIDE_LABELS_SQL = "queries/slide_labels.sql"
 
 LABEL_SCHEMA: dict[str, pl.DataType] = {
     "nucleus_id": pl.Int64(),
@@ -128,12 +130,10 @@ def label_slide(
         con.register("nucleus_features", features.select(columns).to_arrow())
         con.register("stain_thresholds", thresholds.to_arrow())
         con.execute(positivity_view_sql(needed))
+        con.execute(cell_types_sql())
         con.execute(rules.sql)
         # one slide, one threshold version: both are constants, so no join back to positivity
-        result = con.sql(
-            "SELECT nucleus_id, cell_type::VARCHAR AS cell_type, excluded_at_step "
-            "FROM nucleus_cell_type ORDER BY nucleus_id"
-        ).to_arrow_table()
+        result = con.sql(read_sql(SLIDE_LABELS_SQL)).to_arrow_table()
     finally:
         con.close()
     frame = pl.from_arrow(result).with_columns(

@@ -4,20 +4,23 @@
 -- Contract. Run on a DuckDB connection that has a table or view
 --   stain_positivity(nucleus_id BIGINT, nakatpase, panck, muc2, cga, vimentin, sma, sox9, olfm4,
 --                     lysozyme, cd45, cd20, cd68, cd11b, cd3d, cd8, cd4 BOOLEAN)
--- (further columns are ignored). Creates
+-- (further columns are ignored) and the class table cell_types with its ENUM cell_type_enum
+-- (sql/cell_types.sql, which the labelling and the catalog run before a rule file). Creates
 --   nucleus_cell_type(nucleus_id, cell_type, excluded_at_step): one row per nucleus.
 --     cell_type        one of goblet, endocrine, epithelial, progenitor, fibroblast, stromal,
 --                      monocyte, macrophage, helper_t, cytotoxic_t, t_cell_receptor, b_cell,
 --                      myeloid, leukocyte; NULL when an exclusion step removed the nucleus.
---                      Typed as an ENUM of the 14 names in class index order: it compares,
---                      groups and joins like text, and is fetched as dictionary-encoded strings.
+--                      Typed as cell_type_enum, an ENUM of the 14 names in class index order:
+--                      it compares, groups and joins like text, and is fetched as
+--                      dictionary-encoded strings.
 --     excluded_at_step the number of the first Table 1 step that excluded the nucleus; NULL when
 --                      the nucleus was kept.
 --   cell_type_patterns(nakatpase, ..., cd4, cell_type, excluded_at_step): Table 1's outcome for
 --                      every one of the 2^16 positivity patterns of the 16 stains.
---   cell_type_hierarchy(cell_type, class_index, compartment, lineage): the 14 classes in class
---                      index order with the coarse hierarchy (epithelial / connective / immune;
---                      lymphoid / myeloid), so the catalog's count views need no Python.
+--   cell_type_hierarchy(cell_type, class_index, compartment, lineage): the 14 classes of
+--                      cell_types in class index order with the coarse hierarchy (epithelial /
+--                      connective / immune; lymphoid / myeloid), so the catalog's count views need
+--                      no Python.
 --
 -- How the table is read (decisions, with the reasons):
 -- * The steps are applied in order. A nucleus leaves the sequence at the first exclusion step
@@ -186,9 +189,7 @@ SELECT
           NULL, NULL, 'goblet', 'endocrine', 'epithelial', NULL, 'fibroblast', 'stromal',
           'myeloid', 'helper_t', 'cytotoxic_t', 't_cell_receptor', 'monocyte', 'macrophage',
           'b_cell', 'leukocyte', 'progenitor'][decided_at_step]
-         AS ENUM('goblet', 'endocrine', 'epithelial', 'progenitor', 'fibroblast', 'stromal',
-                 'monocyte', 'macrophage', 'helper_t', 'cytotoxic_t', 't_cell_receptor',
-                 'b_cell', 'myeloid', 'leukocyte')) AS cell_type,
+         AS cell_type_enum) AS cell_type,
     CAST(CASE WHEN decided_at_step <= 16 THEN decided_at_step END AS SMALLINT) AS excluded_at_step
 FROM stains
 JOIN decided USING (pattern)
@@ -240,19 +241,5 @@ SELECT
     CAST(class_index AS SMALLINT) AS class_index,
     CAST(compartment AS VARCHAR) AS compartment,
     CAST(lineage AS VARCHAR) AS lineage
-FROM (VALUES
-    ('goblet', 0, 'epithelial', NULL),
-    ('endocrine', 1, 'epithelial', NULL),
-    ('epithelial', 2, 'epithelial', NULL),
-    ('progenitor', 3, 'epithelial', NULL),
-    ('fibroblast', 4, 'connective', NULL),
-    ('stromal', 5, 'connective', NULL),
-    ('monocyte', 6, 'immune', 'myeloid'),
-    ('macrophage', 7, 'immune', 'myeloid'),
-    ('helper_t', 8, 'immune', 'lymphoid'),
-    ('cytotoxic_t', 9, 'immune', 'lymphoid'),
-    ('t_cell_receptor', 10, 'immune', 'lymphoid'),
-    ('b_cell', 11, 'immune', 'lymphoid'),
-    ('myeloid', 12, 'immune', 'myeloid'),
-    ('leukocyte', 13, 'immune', NULL)
-) AS h(cell_type, class_index, compartment, lineage);
+FROM cell_types
+ORDER BY class_index;

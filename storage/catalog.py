@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import glob
 import os
 import shutil
@@ -29,48 +30,40 @@ from storage.errors import CatalogBusyError, StoreLayoutError
 from storage.fs import as_path, is_remote, local_copy, register_filesystem
 from storage.layout import DataLayout
 from storage.parquet_dataset import dataset_glob, scan_dataset, slide_ids
+from storage.sql_files import cell_types_sql, read_cell_types, read_sql, sql_path
 from storage.sql_quote import quote_identifier, quote_literal
 
-SQL_DIR = Path(__file__).resolve().parents[1] / "sql"
-
-# Empty tables stand in for optional datasets not yet written, so every view still binds.
-MANIFEST_COLUMNS = (
-    "slide_id VARCHAR, patient_id VARCHAR, site VARCHAR, condition VARCHAR, path VARCHAR, "
-    "mpp DOUBLE, modality VARCHAR, content_sha256 VARCHAR"
-)
-FEATURE_COLUMNS = "nucleus_id BIGINT, slide_id VARCHAR"
-THRESHOLD_COLUMNS = (
-    "slide_id VARCHAR, stain VARCHAR, stain_key VARCHAR, threshold DOUBLE, source VARCHAR, "
-    "method VARCHAR, set_by VARCHAR, note VARCHAR, threshold_version VARCHAR"
-)
-LABEL_COLUMNS = (
-    "nucleus_id BIGINT, slide_id VARCHAR, cell_type VARCHAR, class_index SMALLINT, "
-    "excluded_at_step SMALLINT, threshold_version VARCHAR"
-)
-INFERENCE_COLUMNS = (
-    "nucleus_id BIGINT, slide_id VARCHAR, predicted_index SMALLINT, predicted_cell_type VARCHAR, "
-    "probability FLOAT, "
-    + "".join(f"prob_{name} FLOAT, " for name in (
-        "goblet", "endocrine", "epithelial", "progenitor", "fibroblast", "stromal", "monocyte",
-        "macrophage", "helper_t", "cytotoxic_t", "t_cell_receptor", "b_cell", "myeloid",
-        "leukocyte"))
-    + "models SMALLINT[]"
-)
-
-
 HE_INFERENCE_VIEW = "he_nucleus_inference"
+DATASET_STANDINS_SQL = "dataset_standins.sql"
+CATALOG_TABLES_SQL = "queries/catalog_tables.sql"
+TABLE_COLUMNS_SQL = "queries/table_columns.sql"
 
 
-def read_sql(name: str | Path) -> str:
-    """The text of a SQL file: a name under the project's sql/ folder, or any path."""
-    path = Path(name)
-    if not path.is_absolute():
-        path = SQL_DIR / path
-    if not path.is_file():
+def _with_probability_columns(columns: str) -> str:
+    """nucleus_inference's stand-in columns with one prob_<cell_type> FLOAT per class of the
+    class table, in class index order, right after `probability`."""
+    probability = "probability FLOAT, "
+    if probability not in columns:
         raise StoreLayoutError(
-            f"SQL file {path} does not exist; give a file under {SQL_DIR} or an absolute path."
-        )
-    return path.read_text(encoding="utf-8")
+            f"{sql_path(DATASET_STANDINS_SQL)}: nucleus_inference needs a probability FLOAT "
+            "column, which the per-class probabilities follow.")
+    per_class = "".join(f"prob_{row.cell_type} FLOAT, " for row in read_cell_types())
+    return columns.replace(probability, probability + per_class, 1)
+
+
+@functools.cache
+def standin_columns() -> dict[str, str]:
+    """Each dataset view's empty stand-in, as `name TYPE, ...`: the tables of
+    sql/dataset_standins.sql, read back through DuckDB (once, on first use, so importing the
+    catalog costs no database)."""
+    con = duckdb.connect()
+    try:
+        con.execute(read_sql(DATASET_STANDINS_SQL))
+        columns = dict(con.execute(read_sql(TABLE_COLUMNS_SQL)).fetchall())
+    finally:
+        con.close()
+    columns["nucleus_inference"] = _with_probability_columns(columns["nucleus_inference"])
+    return columns
 
 
 @dataclass(frozen=True)
@@ -92,15 +85,19 @@ class CatalogSpec:
 
 def layout_sources(layout: DataLayout) -> tuple[ParquetSource, ...]:
     """The project's datasets as catalog views (empty tables for those not written yet)."""
+    empty = standin_columns()
     return (
-        ParquetSource("nucleus_features", dataset_glob(layout.features_dir), FEATURE_COLUMNS),
-        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir), THRESHOLD_COLUMNS),
-        ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), LABEL_COLUMNS),
-        ParquetSource("slide_manifest", str(layout.manifest_parquet), MANIFEST_COLUMNS),
-        ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir), INFERENCE_COLUMNS),
+        ParquetSource("nucleus_features", dataset_glob(layout.features_dir),
+                      empty["nucleus_features"]),
+        ParquetSource("stain_thresholds", dataset_glob(layout.thresholds_dir),
+                      empty["stain_thresholds"]),
+        ParquetSource("nucleus_labels", dataset_glob(layout.labels_dir), empty["nucleus_labels"]),
+        ParquetSource("slide_manifest", str(layout.manifest_parquet), empty["slide_manifest"]),
+        ParquetSource("nucleus_inference", dataset_glob(layout.inference_dir),
+                      empty["nucleus_inference"]),
         # real H&E slides: predictions only, apart from every MxIF view (no labels exist)
         ParquetSource(HE_INFERENCE_VIEW, dataset_glob(layout.he.inference_dir),
-                      INFERENCE_COLUMNS),
+                      empty["nucleus_inference"]),
     )
 
 
@@ -216,9 +213,7 @@ def refresh_sources(db_path: Path, sources: Sequence[ParquetSource]) -> list[str
     with local_copy(db_path) as local:
         con = duckdb.connect(str(local), read_only=True)
         try:
-            tables = {row[0] for row in con.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
-            ).fetchall()}
+            tables = {row[0] for row in con.execute(read_sql(CATALOG_TABLES_SQL)).fetchall()}
         finally:
             con.close()
     stale = [s for s in sources if s.view in tables and _has_files(s.glob)]
@@ -263,12 +258,14 @@ DEFAULT_RULES_SQL = "cell_type_rules.sql"
 def project_catalog_spec(
     layout: DataLayout, positivity_sql: str, rules_sql: str | Path = DEFAULT_RULES_SQL
 ) -> CatalogSpec:
-    """The project's catalog: dataset views, then stain_positivity, the rules, the summaries.
+    """The project's catalog: dataset views, then stain_positivity, the class table (TEMP, for
+    the rule file), the rules, the summaries.
 
     `positivity_sql` is generated from the cohort's validated stain keys (see
     pipelines.labels.positivity_view_sql); `rules_sql` names a rule file under sql/ or a path.
     """
     return CatalogSpec(
         sources=layout_sources(layout),
-        scripts=(positivity_sql, read_sql(rules_sql), read_sql(CATALOG_VIEWS_SQL)),
+        scripts=(positivity_sql, cell_types_sql(), read_sql(rules_sql),
+                 read_sql(CATALOG_VIEWS_SQL)),
     )

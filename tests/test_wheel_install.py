@@ -48,9 +48,12 @@ def test_wheel_install_loads_definitions_and_builds_the_catalog(tmp_path: Path) 
 
     user = tmp_path / "user"
     user.mkdir()
-    located = _run([str(python), "-c", "import storage.catalog as c; print(c.SQL_DIR)"], user, env)
+    located = _run([str(python), "-c", "import storage.sql_files as s; print(s.SQL_DIR)"],
+                   user, env)
     assert Path(located.strip()).parent == own, located  # the installed copy, not the checkout
     assert (Path(located.strip()) / "catalog_views.sql").is_file()
+    assert (Path(located.strip()) / "cell_types.csv").is_file()  # the class table
+    assert (Path(located.strip()) / "queries" / "thresholds_suggested.sql").is_file()
 
     # What `dg check defs` checks, pointed at the installed module rather than a checkout.
     _run([str(python), "-m", "dagster", "definitions", "validate",

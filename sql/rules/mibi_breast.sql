@@ -7,7 +7,8 @@
 --                     cd68 BOOLEAN)
 -- (stain keys of PanKRT, ECAD, VIM, SMA, CD45, CD3, CD4, CD8, CD20, CD68 after aliasing).
 -- Creates nucleus_cell_type(nucleus_id, cell_type, excluded_at_step) and
--- cell_type_hierarchy(cell_type, class_index, compartment, lineage).
+-- cell_type_hierarchy(cell_type, class_index, compartment, lineage). Its 10 classes are not
+-- Table 1's, so it lists them here instead of reading the project's class table cell_types.
 --
 -- Steps:
 --  1 Group Epi+ nuclei: PanCK+ or ECAD+

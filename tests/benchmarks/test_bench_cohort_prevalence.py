@@ -21,7 +21,7 @@ from pipelines.stains import stain_key
 from pipelines.synthetic import CohortParams, simulate_cohort
 from pipelines.synthetic.panel import HE_CUES
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
-from storage.catalog import read_sql
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 
 PAPER_PREVALENCE = {"epithelial": 0.25, "goblet": 0.19, "stromal": 0.29, "fibroblast": 0.09,

@@ -37,7 +37,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.labels import positivity_view_sql
-from storage.catalog import read_sql
+from storage.sql_files import cell_types_sql, read_sql
 
 pd = pytest.importorskip("pandas")
 
@@ -202,6 +202,7 @@ def test_bench_positivity_to_labels() -> None:
     con = _connect()
     form = _add_input(con, "stain_positivity", pa.table({
         "nucleus_id": nucleus_id, **{s: bits[:, i] for i, s in enumerate(STAINS)}}), "table")
+    con.execute(cell_types_sql())  # the class table the rule file reads
     con.execute(read_sql(RULES_SQL))
     arrow_t, table_t, labels = _duckdb_runs(con)
     con.close()
@@ -234,6 +235,7 @@ def test_bench_intensities_to_labels() -> None:
                 "threshold DOUBLE, threshold_version VARCHAR)")
     con.executemany("INSERT INTO stain_thresholds VALUES (?, ?, ?, ?)", rows)
     con.execute(positivity_view_sql(STAINS))
+    con.execute(cell_types_sql())  # the class table the rule file reads
     con.execute(read_sql(RULES_SQL))
     arrow_t, table_t, labels = _duckdb_runs(con)
     con.close()

@@ -19,10 +19,11 @@ from pipelines.inference import inference_frame
 from pipelines.labels import RuleSet, label_slide
 from pipelines.nucleus_table import nucleus_table
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
-from storage.catalog import DEFAULT_RULES_SQL, read_sql
+from storage.catalog import DEFAULT_RULES_SQL
 from storage.layout import DataLayout
 from storage.manifest import MANIFEST_SCHEMA, write_manifest
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 from tests.labels_fixtures import make_slide
 

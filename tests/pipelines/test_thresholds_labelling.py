@@ -15,7 +15,7 @@ from pipelines.labels import (
     positivity_view_sql,
 )
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
-from storage.catalog import read_sql
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 from tests.labels_fixtures import make_slide
 

@@ -17,7 +17,7 @@ from pipelines.ids import nucleus_ids
 from pipelines.labels import RuleSet, label_slide
 from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
-from storage.catalog import read_sql
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 
 PARAMS = synthetic.CohortParams(n_patients=2, n_slides=2, slide_px=1024, seed=11)

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pytest
 
 from pipelines.cell_types import CELL_TYPES, HIERARCHY
+from storage.sql_files import cell_types_sql
 
 RULES_SQL = Path(__file__).resolve().parents[2] / "sql" / "cell_type_rules.sql"
 
@@ -105,6 +106,7 @@ def _all_patterns() -> np.ndarray:
 
 
 def _apply_sql(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(cell_types_sql())  # the class table the rule file reads
     con.execute(RULES_SQL.read_text())
 
 

@@ -19,7 +19,7 @@ from pipelines.ids import nucleus_ids
 from pipelines.labels import RuleSet, label_slide
 from pipelines.stains import canonical_stain, stain_key
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
-from storage.catalog import read_sql
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 
 _HERE = Path(__file__).resolve()

@@ -25,12 +25,12 @@ from storage.catalog import (
     build_catalog,
     project_catalog_spec,
     query_catalog,
-    read_sql,
     threshold_stain_keys,
 )
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
 from storage.parquet_dataset import write_slide_partition
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 from tests.labels_fixtures import make_slide
 

@@ -21,12 +21,12 @@ from pipelines.nucleus_table import nucleus_table
 from pipelines.stains import stain_key
 from pipelines.thresholds import AutoThresholdParams, slide_thresholds
 from storage.anndata_file import write_nucleus_h5ad
-from storage.catalog import read_sql
 from storage.layout import DataLayout
 from storage.mask_store import create_mask, open_mask
 from storage.ome_zarr import NgffImage, write_ome_zarr
 from storage.slide_ingest import write_slide
 from storage.slide_store import SlideInfo, open_slide
+from storage.sql_files import read_sql
 from storage.thresholds_csv import parse_thresholds_csv
 
 SHARED = Path(os.environ.get("NUCLEUS_SUBTYPING_SHARED")

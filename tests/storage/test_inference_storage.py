@@ -9,14 +9,16 @@ import torch
 from pipelines.cell_types import CELL_TYPES
 from storage import classifier_checkpoints as ckpt
 from storage.catalog import (
-    INFERENCE_COLUMNS,
     CatalogSpec,
     ParquetSource,
     build_catalog,
     query_catalog,
     refresh_sources,
+    standin_columns,
 )
 from storage.parquet_dataset import dataset_glob, write_slide_partition
+
+INFERENCE_COLUMNS = standin_columns()["nucleus_inference"]
 
 
 def test_trained_folds_lists_folds_with_kept_weights(tmp_path) -> None:
@@ -53,3 +55,6 @@ def test_stand_in_becomes_the_view_once_the_dataset_exists(tmp_path) -> None:
 def test_stand_in_columns_name_every_class() -> None:
     for name in CELL_TYPES:
         assert f"prob_{name} FLOAT" in INFERENCE_COLUMNS
+    # in class index order, between the predicted class's probability and the models
+    probabilities = "".join(f"prob_{name} FLOAT, " for name in CELL_TYPES)
+    assert f"probability FLOAT, {probabilities}models SMALLINT[]" in INFERENCE_COLUMNS

@@ -33,10 +33,10 @@ from storage.catalog import (
     build_catalog,
     project_catalog_spec,
     query_catalog,
-    read_sql,
     threshold_stain_keys,
 )
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
+from storage.sql_files import read_sql
 from storage.thresholds_csv import read_thresholds_csv, write_thresholds_csv
 
 
@@ -139,13 +139,10 @@ def nucleus_catalog(data_root: DataRoot, label_settings: LabelSettings) -> dg.Ma
         stain_key(s) for s in RULE_STAINS)  # no slide has thresholds yet: an empty catalog
     spec = project_catalog_spec(layout, positivity, label_settings.catalog_rules_sql)
     path = build_catalog(label_settings.catalog_path(layout), spec)
-    counts = query_catalog(path, "SELECT cell_type, compartment, lineage, n_nuclei, n_slides "
-                                 "FROM cell_type_counts")
+    counts = query_catalog(path, read_sql("queries/cell_type_counts.sql"))
     # every threshold in use, as a CSV a person can correct and save as the manual thresholds
     suggested = write_thresholds_csv(layout.root / "thresholds_suggested.csv", query_catalog(
-        path, "SELECT slide_id, stain, threshold, set_by, CASE WHEN source = 'auto' THEN "
-              "'suggested: ' || method ELSE note END AS note FROM stain_thresholds "
-              "ORDER BY slide_id, stain_key"))
+        path, read_sql("queries/thresholds_suggested.sql")))
     return dg.MaterializeResult(metadata={
         "path": dg.MetadataValue.path(str(path)), "n_stains": len(keys),
         "thresholds_suggested": dg.MetadataValue.path(str(suggested)),
@@ -162,13 +159,9 @@ def catalog_matches_label_table(data_root: DataRoot, label_settings: LabelSettin
                                 ) -> dg.AssetCheckResult:
     """Every nucleus with thresholds is classified once, as in the materialised label table."""
     path = label_settings.catalog_path(data_root.layout)
-    n = query_catalog(path, "SELECT (SELECT count(*) FROM nucleus_classes) AS classes, "
-                            "(SELECT count(*) FROM stain_positivity) AS nuclei").row(0)
+    n = query_catalog(path, read_sql("queries/catalog_classified_counts.sql")).row(0)
     same_rules = label_settings.catalog_rules_sql == DEFAULT_RULES_SQL
-    differ = query_catalog(
-        path, "SELECT count(*) FROM nucleus_classes AS v JOIN nucleus_labels AS l "
-              "USING (nucleus_id) WHERE v.cell_type IS DISTINCT FROM l.cell_type "
-              "OR v.threshold_version IS DISTINCT FROM l.threshold_version").item() \
+    differ = query_catalog(path, read_sql("queries/catalog_label_differences.sql")).item() \
         if same_rules else 0
     return dg.AssetCheckResult(passed=n[0] == n[1] and differ == 0,
                                metadata={"nuclei": n[1], "classified": n[0], "differing": differ})
