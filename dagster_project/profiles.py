@@ -18,10 +18,10 @@ PAPER_RUN_CONFIG: dict = {
 }
 
 
-# The demo classifies new slides with one fold's model: the five-fold mean costs five model
-# passes per nucleus, which a 2-core CPU feels; the paper profile keeps the ensemble. Slides
-# infer side by side (up to --workers runs), so each takes one torch thread.
-DEMO_RUN_CONFIG: dict = {"ops": {"nucleus_inference": {"config": {"fold": 0, "cpu_threads": 1}}}}
+# Inference keeps its default (a cohort slide by the fold that held its patient out: one model
+# pass per nucleus, and a test prediction). Slides infer side by side (up to --workers runs),
+# so each takes one torch thread.
+DEMO_RUN_CONFIG: dict = {"ops": {"nucleus_inference": {"config": {"cpu_threads": 1}}}}
 
 
 # Left out of the zero-config demo (`nucleus-subtyping demo --only he_nucleus_model` still runs

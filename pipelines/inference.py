@@ -4,7 +4,7 @@ Patches are cut from the slide's virtual H&E tile by tile exactly as for trainin
 (pipelines/patches/: 41x41 px at 0.5 µm/px, centred on each nucleus) and predicted in batches
 as they come (pipelines/train/predict.py) by one fold model or several, whose class
 probabilities are averaged (an ensemble). Outlines for viewers are traced from the nucleus mask
-tile by tile, and a whole-slide map shows the predicted classes. Nothing is written here.
+tile by tile (the whole-slide map is pipelines/inference_map.py). Nothing is written here.
 """
 
 from __future__ import annotations
@@ -17,13 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 import torch
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from torch import nn
 
-from pipelines.cell_types import CELL_TYPES, CLASS_COLOURS
+from pipelines.cell_types import CELL_TYPES
 from pipelines.errors import ConfigurationError, SlideInputError
-from pipelines.figures import png_bytes
 from pipelines.outlines import OutlineParams, trace_outlines
 from pipelines.patches import PatchParams, PatchPlan, extract_patches, plan_patches
 from pipelines.torch_device import select_device
@@ -274,56 +271,3 @@ def slide_outlines(
         for i in rows:
             ring = rings.get(int(label[i]))
             yield int(i), None if ring is None else drop_collinear(ring)
-
-
-def overview_rgb(
-    read_rgb: ReadWindow, height_px: int, width_px: int, max_px: int = 1200,
-    tile_px: int = DEFAULT_TILE_PX,
-) -> tuple[np.ndarray, int]:
-    """Every `step`-th pixel of an RGB image read tile by tile, so that neither side exceeds
-    `max_px`; returns (rgb, step)."""
-    step = max(1, -(-max(height_px, width_px) // max_px))
-    tile = max(step, tile_px // step * step)
-    out = np.empty((-(-height_px // step), -(-width_px // step), 3), np.uint8)
-    for y0 in range(0, height_px, tile):
-        for x0 in range(0, width_px, tile):
-            y1, x1 = min(height_px, y0 + tile), min(width_px, x0 + tile)
-            block = read_rgb(y0, x0, y1, x1)[::step, ::step]
-            out[y0 // step : y0 // step + block.shape[0],
-                x0 // step : x0 // step + block.shape[1]] = block
-    return out, step
-
-
-def inference_map_png(
-    slide_id: str,
-    centroid_y_um: np.ndarray,
-    centroid_x_um: np.ndarray,
-    predicted_index: np.ndarray,
-    background: np.ndarray | None,
-    background_mpp: float,
-    models: str,
-    cell_types: Sequence[str] = CELL_TYPES,
-) -> bytes:
-    """The slide's virtual H&E (at `background_mpp` µm/px) with every nucleus centroid as a
-    dot in its predicted class's colour; the legend counts nuclei per class."""
-    colours = np.array([np.array(CLASS_COLOURS[c]) / 255 for c in cell_types])
-    idx = np.asarray(predicted_index, np.int64)
-    fig = Figure(figsize=(9.5, 7))
-    ax = fig.add_subplot()
-    if background is not None:
-        h, w = background.shape[:2]
-        ax.imshow(background, extent=(0, w * background_mpp, h * background_mpp, 0))
-    else:
-        ax.invert_yaxis()
-    size = float(np.clip(20_000 / max(len(idx), 1), 0.5, 25))
-    ax.scatter(centroid_x_um, centroid_y_um, s=size, c=colours[idx], linewidths=0)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x (µm)")
-    ax.set_ylabel("y (µm)")
-    ax.set_title(f"{slide_id}: predicted cell types of {len(idx)} nuclei ({models})", fontsize=10)
-    counts = np.bincount(idx, minlength=len(cell_types))
-    handles = [Line2D([], [], marker="o", linestyle="", color=colours[i],
-                      label=f"{c} ({counts[i]})") for i, c in enumerate(cell_types)]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8,
-              frameon=False)
-    return png_bytes(fig, dpi=100)

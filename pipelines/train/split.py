@@ -200,3 +200,9 @@ def fold_slides(
     """Slide ids of one role in one fold, sorted (every slide of each patient)."""
     patients = fold_patients(folds, fold, role)
     return sorted(manifest.filter(pl.col("patient_id").is_in(patients))["slide_id"].to_list())
+
+
+def held_out_fold(folds: pl.DataFrame, patient_id: str) -> int | None:
+    """The fold whose test set holds `patient_id` out (None: the patient is in no test set)."""
+    hit = folds.filter((pl.col("role") == "test") & (pl.col("patient_id") == patient_id))
+    return int(hit["fold"][0]) if hit.height else None

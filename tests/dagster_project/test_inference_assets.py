@@ -25,7 +25,9 @@ from pipelines.stains import RULE_STAINS, stain_key
 from pipelines.torch_device import torch_threads
 from pipelines.train.predict import predict_probabilities, probability_columns
 from storage.catalog import build_catalog, project_catalog_spec, query_catalog
+from storage.folds import folds_path, write_folds
 from storage.layout import DataLayout
+from storage.manifest import write_manifest
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.patch_store import PatchStore
 from tests.inference_fixtures import fold_model, save_fold, write_slide
@@ -200,6 +202,46 @@ def test_one_chosen_fold(setup) -> None:
     expected = _store_predictions(layout, models, [2]).join(table, on="nucleus_id")
     np.testing.assert_allclose(expected.select(probability_columns()).to_numpy(),
                                np.stack(expected["expected"].to_list()), atol=1e-5)
+
+
+def test_a_cohort_slide_is_predicted_by_the_fold_that_held_its_patient_out(setup) -> None:
+    layout, instance, models, features, _ = setup
+    manifest = pl.DataFrame({"slide_id": [SLIDE, NO_VHE], "patient_id": ["P01", "P02"],
+                             "site": "ascending_colon", "condition": "normal",
+                             "path": ["a.ome.tiff", "b.ome.tiff"], "mpp": 0.32,
+                             "modality": "mxif", "content_sha256": "0"})
+
+    def folds_holding_out(fold: int) -> pl.DataFrame:
+        return pl.DataFrame({"patient_id": ["P01", "P02"], "fold": [fold, 1 - fold % 2],
+                             "role": ["test", "test"]})
+
+    def predict(**config) -> tuple[list, str]:
+        with torch_threads(1):
+            run = _run([nucleus_inference], layout.root, instance, SLIDE, _fold_config(**config))
+        assert run.success
+        meta = run.get_asset_materialization_events()[0].materialization.metadata
+        table = read_slide_partition(layout.inference_dir, SLIDE)
+        assert table.height == features.height
+        return table["models"].unique().to_list(), meta["models"].value
+
+    write_manifest(manifest, layout.manifest_parquet)
+    try:
+        write_folds(folds_path(layout.root), folds_holding_out(2))
+        used, label = predict()
+        assert used == [[2]] and label == "fold 2 (the fold that held this patient out)"
+        expected = _store_predictions(layout, models, [2]).join(
+            read_slide_partition(layout.inference_dir, SLIDE), on="nucleus_id")
+        np.testing.assert_allclose(expected.select(probability_columns()).to_numpy(),
+                                   np.stack(expected["expected"].to_list()), atol=1e-5)
+        assert predict(held_out=False) == ([[0, 2]], "mean of folds 0, 2")
+        assert predict(fold=0) == ([[0]], "fold 0")
+        write_folds(folds_path(layout.root), folds_holding_out(4))  # fold 4 is not trained
+        assert predict() == ([[0, 2]], "mean of folds 0, 2 (fold 4, which holds this "
+                                       "patient out, is not trained yet)")
+    finally:
+        folds_path(layout.root).unlink()
+        layout.manifest_parquet.unlink()
+    assert predict() == ([[0, 2]], "mean of folds 0, 2")  # no split: every trained fold
 
 
 def test_clear_errors(setup, tmp_path) -> None:

@@ -15,8 +15,6 @@ from pipelines.inference import (
     InferenceParams,
     classifier_from_state,
     inference_frame,
-    inference_map_png,
-    overview_rgb,
     plan_inference,
     predict_slide,
     predicted_counts,
@@ -143,27 +141,6 @@ def test_inference_frame_and_counts() -> None:
     assert row["n_nuclei"] == 2 and row["fraction"] == 0.5 and row["mean_probability"] == 0.65
     assert counts["n_nuclei"].sum() == 4
     assert counts.filter(pl.col("cell_type") == "b_cell")["n_nuclei"].item() == 0
-
-
-def test_overview_reads_tiles_and_subsamples() -> None:
-    rgb = np.random.default_rng(1).integers(0, 256, (530, 310, 3), dtype=np.uint8)
-    small, step = overview_rgb(_read(rgb), 530, 310, max_px=100, tile_px=64)
-    assert step == 6
-    np.testing.assert_array_equal(small, rgb[::6, ::6])
-    same, one = overview_rgb(_read(rgb), 530, 310, max_px=600)
-    assert one == 1 and np.array_equal(same, rgb)
-
-
-def test_map_png(slide) -> None:
-    rgb, features = slide
-    n = features.height
-    png = inference_map_png(SLIDE, features["centroid_y_px"].to_numpy() * MPP,
-                            features["centroid_x_px"].to_numpy() * MPP,
-                            np.arange(n) % len(CELL_TYPES), rgb[::2, ::2], MPP * 2, "fold 0")
-    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
-    empty = inference_map_png(SLIDE, np.zeros(0), np.zeros(0), np.zeros(0, int), None, 0.5,
-                              "fold 0")
-    assert empty[:4] == b"\x89PNG"
 
 
 def test_slide_without_nuclei(models) -> None:

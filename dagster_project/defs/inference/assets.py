@@ -22,11 +22,15 @@ from storage.parquet_dataset import read_slide_partition
 
 
 class InferenceConfig(dg.Config):
-    """`fold`: use that fold's model alone (None: the mean of the probabilities of every
-    trained fold). `device`: auto (cuda, mps, cpu), or one of them. `cpu_threads`: torch
+    """`fold`: use that fold's model alone. Unset, with `held_out` (the default), a slide of the
+    cohort's fold split is predicted by the fold that held its patient out, so its map and
+    QuPath classes are test predictions, not training ones, and any other slide by the mean of
+    the probabilities of every trained fold; `held_out: false` averages every trained fold for
+    all slides. `device`: auto (cuda, mps, cpu), or one of them. `cpu_threads`: torch
     threads on CPU (0: torch's default, every core)."""
 
     fold: int | None = None
+    held_out: bool = True
     device: str = "auto"
     batch_size: int = 1024
     cpu_threads: int = 0
@@ -71,7 +75,7 @@ def nucleus_inference(
         yield dg.AssetObservation(asset_key=INFERENCE_KEY, partition=slide_id,
                                   metadata={"skipped": waiting})
         return
-    models = wiring.load_models(layout, config.fold)
+    models = wiring.load_slide_models(layout, slide_id, config.fold, config.held_out)
     params = InferenceParams(batch_size=config.batch_size, device=config.device)
     with torch_threads(config.cpu_threads):
         out = wiring.infer_slide(layout, slide_id, models, params,

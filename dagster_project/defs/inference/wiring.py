@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +22,7 @@ from storage.atomic import atomic_write_bytes
 from storage.catalog import ParquetSource, layout_sources, refresh_sources
 from storage.errors import StoreLayoutError
 from storage.layout import DataLayout
+from storage.manifest import read_manifest_parquet
 from storage.mask_store import MaskReader, open_mask
 from storage.parquet_dataset import read_slide_partition, write_slide_partition
 from storage.qupath_geojson import NucleusObject, write_qupath_geojson
@@ -41,12 +42,45 @@ INFERENCE_VIEW = "nucleus_inference"
 class FoldModels:
     folds: list[int]
     models: list[nn.Module]
+    note: str = ""  # why these folds, when they are not the ones asked for
 
     @property
     def label(self) -> str:
-        if len(self.folds) == 1:
-            return f"fold {self.folds[0]}"
-        return f"mean of folds {', '.join(map(str, self.folds))}"
+        name = (f"fold {self.folds[0]}" if len(self.folds) == 1
+                else f"mean of folds {', '.join(map(str, self.folds))}")
+        return f"{name} ({self.note})" if self.note else name
+
+
+def held_out_fold(layout: DataLayout, slide_id: str) -> int | None:
+    """The fold that held this slide's patient out of training (None: the slide is not in the
+    cohort's fold split, e.g. a new slide, or no split exists yet)."""
+    from pipelines.train.split import held_out_fold as fold_holding_out
+    from storage.folds import folds_path, read_folds
+
+    path = folds_path(layout.root)
+    if not path.exists() or not layout.manifest_parquet.exists():
+        return None
+    slide = read_manifest_parquet(layout.manifest_parquet).filter(pl.col("slide_id") == slide_id)
+    if slide.height == 0:
+        return None
+    return fold_holding_out(read_folds(path), str(slide["patient_id"][0]))
+
+
+def load_slide_models(layout: DataLayout, slide_id: str, fold: int | None,
+                      held_out: bool) -> FoldModels:
+    """The models that predict `slide_id`: the chosen `fold`'s; with `held_out`, a cohort
+    slide's held-out fold, so its map shows what the classifier learnt rather than what it
+    trained on (every trained fold's mean while that fold is untrained); otherwise the mean of
+    every trained fold."""
+    if fold is not None or not held_out:
+        return load_models(layout, fold)
+    own = held_out_fold(layout, slide_id)
+    if own is None:
+        return load_models(layout, None)
+    if own in ckpt.trained_folds(layout.models_dir):
+        return replace(load_models(layout, own), note="the fold that held this patient out")
+    return replace(load_models(layout, None),
+                   note=f"fold {own}, which holds this patient out, is not trained yet")
 
 
 def waiting_for_classifier(layout: DataLayout, fold: int | None) -> str | None:
@@ -160,7 +194,7 @@ def infer_slide(layout: DataLayout, slide_id: str, models: FoldModels,
 
 def _map(vhe: VirtualHEReader, features: pl.DataFrame, frame: pl.DataFrame, slide_id: str,
          models: str) -> bytes:
-    from pipelines.inference import inference_map_png, overview_rgb
+    from pipelines.inference_map import inference_map_png, overview_rgb
 
     level = vhe.level_of(PATCH_MPP)
     h, w = vhe.shape(level)
