@@ -11,6 +11,7 @@ import numpy as np
 from dagster_project.automation import SLIDE_STAGE
 from dagster_project.defs.nuclei.wiring import write_features
 from dagster_project.partitions import slide_partitions
+from dagster_project.process_memory import return_large_buffers
 from dagster_project.resources import DataRoot
 from pipelines.markdown import markdown_table
 from pipelines.quantify import QuantifyParams
@@ -55,6 +56,7 @@ class NucleusMaskConfig(dg.Config):
 def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig
                  ) -> dg.MaterializeResult:
     """int32 nucleus labels on the slide's grid (layout.mask_zarr), segmented tile by tile."""
+    return_large_buffers()  # a flat peak however many tiles (dagster_project/process_memory.py)
     layout: DataLayout = context.resources.data_root.layout
     slide_id, started = context.partition_key, time.perf_counter()
     if config.backend == "mesmer":
@@ -125,6 +127,7 @@ def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesC
                      data_root: DataRoot) -> dg.MaterializeResult:
     """One row per nucleus (schema in docs/nuclei.md): id, centroid, box, shape, mean of every
     stain; streamed to Parquet strip by strip, rows in the order nuclei finish."""
+    return_large_buffers()
     slide_id, layout, started = context.partition_key, data_root.layout, time.perf_counter()
     slide, mask = open_slide(layout.slide_zarr(slide_id)), open_mask(layout.mask_zarr(slide_id))
     written = write_features(layout.features_dir, slide, mask,
