@@ -49,8 +49,8 @@ class QuantifyParams:
 @dataclass
 class SlideFeatures:
     """Iterate for nucleus_features frames, one per strip of tiles top to bottom: the nuclei
-    finished in that strip, by label. Each nucleus is given once, as soon as the strip below
-    its last row has been read, so a writer can stream the frames out as they come.
+    finished in that strip, by label. Each nucleus is given once, in the first strip that
+    reads a row below its last one, so a writer can stream the frames out as they come.
 
     A label met again after its row was given (a label in pieces apart by whole rows, as an
     imported mask may have) is listed in `revisit`; afterwards `revise(rows)` recomputes those
