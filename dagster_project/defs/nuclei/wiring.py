@@ -53,4 +53,5 @@ def write_features(dataset_dir: Path, slide: SlideTiles, mask: MaskTiles,
             part.replace(revised, "label")
             summary.add(given, sign=-1)
             summary.add(revised)
+            head = head.update(revised, on="label", include_nulls=True)
     return WrittenFeatures(partition_path(dataset_dir, info.slide_id), summary, head)
