@@ -114,13 +114,14 @@ def _meet_inside_patch_writes(barrier) -> None:
 
 
 def slow_down_writes(target: str, seconds: float) -> None:
-    """Writes of `target` take `seconds` longer: a Parquet file or a block of patches is
-    written half, then after `seconds` the rest; each catalog view waits `seconds` / 4; the
-    final rename of any file waits `seconds`."""
+    """Writes of `target` take `seconds` longer: a Parquet file, a strip's row group or a block
+    of patches is written half, then after `seconds` the rest; each catalog view waits
+    `seconds` / 4; the final rename of any file waits `seconds`."""
     import polars as pl
 
     import storage.atomic
     import storage.catalog
+    from storage.parquet_dataset import PartitionWriter
     from storage.patch_store import SlidePatchWriter
 
     publish = storage.atomic.publish
@@ -141,6 +142,14 @@ def slow_down_writes(target: str, seconds: float) -> None:
             time.sleep(seconds)
             fh.write(data[len(data) // 2 :])
 
+    write_rows = PartitionWriter.write
+
+    def slow_rows(self, frame):  # nucleus_features streams its rows: half a strip, a pause
+        half = frame.height // 2
+        write_rows(self, frame.head(half))
+        time.sleep(seconds)
+        write_rows(self, frame.tail(frame.height - half))
+
     write_block = SlidePatchWriter.write_block
 
     def slow_block(self, start_row, images):
@@ -158,6 +167,7 @@ def slow_down_writes(target: str, seconds: float) -> None:
     storage.atomic.publish = slow_publish
     if target == "features":
         pl.DataFrame.write_parquet = slow_parquet
+        PartitionWriter.write = slow_rows
     elif target == "patches":
         SlidePatchWriter.write_block = slow_block
     elif target == "catalog":

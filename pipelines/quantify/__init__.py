@@ -10,22 +10,24 @@ How it stays fast: each tile's mask is cut into horizontal runs of one label; ev
 summed over the runs of the nuclei only (a compiled loop when numba is installed, about the
 cost of `image.sum()`; otherwise one `np.add.reduceat` per stain), and moments come from the
 runs in closed form. Tiles are read strip by strip; a nucleus whose rows all lie above the
-strip's last row is finished there (its convex hull counted, its row extents dropped), so only
-the nuclei crossing into the next strip keep their rows. Memory: one strip of tiles plus the
-per-nucleus sums (about the size of the output table).
+strip's last row is finished there (its convex hull counted, its row extents dropped) and given
+out with that strip's feature rows (`SlideFeatures`), so only the nuclei crossing into the next
+strip are held. Memory: one strip of tiles and its nuclei, whatever the slide's nucleus count;
+the asset streams each strip's rows to Parquet as one row group.
 
 One module per part: the streaming pass (`slide`), one tile's sums and their merge (`tile`),
 runs and stain sums (`runs`), the convex hull (`hull`), the columns (`columns`) and the checks
 (`checks`).
 """
 
-from pipelines.quantify.checks import feature_checks
+from pipelines.quantify.checks import FeatureSummary, feature_checks
 from pipelines.quantify.columns import GEOMETRY_SCHEMA, empty_features, feature_schema
 from pipelines.quantify.hull import convex_areas
 from pipelines.quantify.slide import (
     ClosedStrip,
     MaskTiles,
     QuantifyParams,
+    SlideFeatures,
     SlideTiles,
     closed_strips,
     quantify_slide,
@@ -35,8 +37,10 @@ from pipelines.quantify.tile import measure_tile
 __all__ = [
     "GEOMETRY_SCHEMA",
     "ClosedStrip",
+    "FeatureSummary",
     "MaskTiles",
     "QuantifyParams",
+    "SlideFeatures",
     "SlideTiles",
     "closed_strips",
     "convex_areas",

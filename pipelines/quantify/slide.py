@@ -1,11 +1,12 @@
 """The streaming pass over a slide's tiles, strip by strip: nuclei finished above a strip's last
-row are closed there (hull counted, rows dropped), so memory stays about one strip.
+row are closed there (hull counted, rows dropped) and given out as that strip's feature rows, so
+memory stays about one strip whatever the number of nuclei.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -45,26 +46,129 @@ class QuantifyParams:
     shape_features: bool = True
 
 
+@dataclass
+class SlideFeatures:
+    """Iterate for nucleus_features frames, one per strip of tiles top to bottom: the nuclei
+    finished in that strip, by label. Each nucleus is given once, in the first strip that
+    reads a row below its last one, so a writer can stream the frames out as they come.
+
+    A label met again after its row was given (a label in pieces apart by whole rows, as an
+    imported mask may have) is listed in `revisit`; afterwards `revise(rows)` recomputes those
+    rows from the mask and the slide, to replace the ones given. Held between strips: the
+    nuclei still open, the ranges of labels given so far and the revisit boxes.
+    """
+
+    slide: SlideTiles
+    mask: MaskTiles
+    params: QuantifyParams = QuantifyParams()
+    n_nuclei: int = 0
+    # label -> inclusive box (ymin, xmin, ymax, xmax) of its pieces met after its row was given
+    revisit: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        info, mask = self.slide.info, self.mask
+        if (mask.height_px, mask.width_px) != (info.height_px, info.width_px):
+            raise SlideInputError(
+                f"Mask of slide {info.slide_id!r} is {mask.height_px}x{mask.width_px} px but the "
+                f"slide is {info.height_px}x{info.width_px} px; re-run nucleus_mask for this "
+                "slide."
+            )
+
+    def __iter__(self) -> Iterator[pl.DataFrame]:
+        info = self.slide.info
+        given = _LabelRanges()
+        for strip in closed_strips(self.slide, self.mask, self.params):
+            part, hull = strip.part, strip.hull_px
+            again = given.contains(part.label)
+            for k in np.flatnonzero(again):
+                self._note_piece(int(part.label[k]), part.bbox[k])
+            order = np.flatnonzero(~again)
+            order = order[np.argsort(part.label[order], kind="stable")]
+            if not order.size:
+                continue
+            part, hull = part.take(order), hull[order]
+            given.add(part.label)
+            self.n_nuclei += int(part.label.size)
+            yield _features(part, info.slide_id, info.mpp, info.stains,
+                            hull if self.params.shape_features else None)
+
+    def _note_piece(self, label: int, bbox: np.ndarray) -> None:
+        box = self.revisit.get(label)
+        self.revisit[label] = bbox.copy() if box is None else np.r_[
+            np.minimum(box[:2], bbox[:2]), np.maximum(box[2:], bbox[2:])]
+
+    def revise(self, given: pl.DataFrame) -> pl.DataFrame:
+        """The rows of `revisit`'s labels measured whole, from `given` (their rows as given:
+        the first pieces' boxes) and the boxes of the later pieces, by label."""
+        info = self.slide.info
+        halo = 2 if self.params.shape_features else 0
+        frames = []
+        for row in given.sort("label").iter_rows(named=True):
+            label = int(row["label"])
+            later = self.revisit[label]
+            y0, x0 = int(min(row["bbox_y0_px"], later[0])), int(min(row["bbox_x0_px"], later[1]))
+            y1 = int(max(row["bbox_y1_px"], later[2] + 1))
+            x1 = int(max(row["bbox_x1_px"], later[3] + 1))
+            padded = _read_padded(self.mask, y0, x0, y1, x1, halo)
+            padded = np.where(padded == label, padded, 0)
+            labels = padded[halo : padded.shape[0] - halo, halo : padded.shape[1] - halo]
+            image = np.asarray(self.slide.read(y0, x0, y1, x1))
+            part = measure_tile(labels, image, y0, x0, padded if halo else None)
+            hull = None
+            if halo:
+                rl, ry, xl, xr = part.rows
+                hull = convex_areas(part.label, ry, xl, xr, rows_label=rl)
+            frames.append(_features(part, info.slide_id, info.mpp, info.stains, hull))
+        return pl.concat(frames) if frames else empty_features(info.stains)
+
+
+class _LabelRanges:
+    """A set of labels as sorted disjoint [start, stop) ranges. Strips give labels out in about
+    the order a stitched mask numbers them (first seen, tile by tile), so the ranges are about
+    as many as the nuclei still open, not as the nuclei given; labels given in no order (an
+    imported mask's) cost 16 bytes a range at worst."""
+
+    def __init__(self) -> None:
+        self.start = np.zeros(0, dtype=np.int64)
+        self.stop = np.zeros(0, dtype=np.int64)
+
+    def contains(self, labels: np.ndarray) -> np.ndarray:
+        if not self.start.size:
+            return np.zeros(labels.shape, dtype=bool)
+        at = np.searchsorted(self.start, labels, side="right") - 1
+        return (at >= 0) & (labels < self.stop[np.maximum(at, 0)])
+
+    def add(self, labels: np.ndarray) -> None:
+        """Add sorted distinct labels."""
+        if not labels.size:
+            return
+        cut = np.flatnonzero(np.diff(labels) != 1) + 1
+        start = np.concatenate([self.start, labels[np.r_[0, cut]]])
+        stop = np.concatenate([self.stop, labels[np.r_[cut - 1, labels.size - 1]] + 1])
+        order = np.argsort(start, kind="stable")
+        start, stop = start[order], stop[order]
+        reach = np.maximum.accumulate(stop)
+        first = np.flatnonzero(np.r_[True, start[1:] > reach[:-1]])
+        self.start, self.stop = start[first], np.maximum.reduceat(stop, first)
+
+    def __len__(self) -> int:
+        return int(self.start.size)
+
+
 def quantify_slide(
     slide: SlideTiles, mask: MaskTiles, params: QuantifyParams = QuantifyParams()
 ) -> pl.DataFrame:
-    """nucleus_features of one slide (rows ordered by label); empty-but-typed without nuclei."""
-    info = slide.info
-    if (mask.height_px, mask.width_px) != (info.height_px, info.width_px):
-        raise SlideInputError(
-            f"Mask of slide {info.slide_id!r} is {mask.height_px}x{mask.width_px} px but the "
-            f"slide is {info.height_px}x{info.width_px} px; re-run nucleus_mask for this slide."
-        )
-    closed = list(closed_strips(slide, mask, params))
-    parts = [c.part for c in closed if c.part.label.size]
-    if not parts:
-        return empty_features(info.stains)
-    merged = _merge(parts)
-    merged = merged.take(np.argsort(merged.label, kind="stable"))
-    hull = None
-    if params.shape_features:
-        hull = _hull_by_label(merged.label, [c for c in closed if c.part.label.size], mask)
-    return _features(merged, info.slide_id, info.mpp, info.stains, hull)
+    """nucleus_features of one slide in memory (rows ordered by label); empty-but-typed
+    without nuclei. For whole slides, stream `SlideFeatures` to storage instead."""
+    features = SlideFeatures(slide, mask, params)
+    frames = list(features)
+    if not frames:
+        return empty_features(slide.info.stains)
+    frame = pl.concat(frames)
+    if features.revisit:
+        again = pl.col("label").is_in(list(features.revisit))
+        frame = pl.concat([frame.filter(~again), features.revise(frame.filter(again))])
+    return frame.sort("label")
 
 
 @dataclass
@@ -126,28 +230,6 @@ def _strips(
         current.append(measure_tile(labels, image, tile.y0, tile.x0, padded if halo else None))
     if strip_y1 is not None:
         yield strip_y1, current
-
-
-def _hull_by_label(label: np.ndarray, closed: Sequence[ClosedStrip], mask: MaskTiles) -> np.ndarray:
-    """Hull pixels per (sorted) label. A label finished in more than one strip (pieces apart
-    by whole rows) is recounted from the mask inside its bounding box."""
-    names = np.concatenate([c.part.label for c in closed])
-    hull = np.concatenate([c.hull_px for c in closed])
-    uniq, first, counts = np.unique(names, return_index=True, return_counts=True)
-    out = hull[first][np.searchsorted(uniq, label)]
-    for lab in uniq[counts > 1]:
-        bbox = np.concatenate([c.part.bbox[c.part.label == lab] for c in closed])
-        y0, x0 = bbox[:, 0].min(), bbox[:, 1].min()
-        y1, x1 = bbox[:, 2].max() + 1, bbox[:, 3].max() + 1
-        window = np.asarray(mask.read(int(y0), int(x0), int(y1), int(x1))) == lab
-        ys = np.flatnonzero(window.any(axis=1))
-        xl = window[ys].argmax(axis=1)
-        xr = window.shape[1] - 1 - window[ys, ::-1].argmax(axis=1)
-        one = np.array([lab], dtype=np.int64)
-        out[np.searchsorted(label, lab)] = convex_areas(
-            one, (ys + y0).astype(np.int64), (xl + x0).astype(np.int64),
-            (xr + x0).astype(np.int64), rows_label=np.full(ys.size, lab, dtype=np.int64))[0]
-    return out
 
 
 def _read_padded(mask: MaskTiles, y0: int, x0: int, y1: int, x1: int, halo: int) -> np.ndarray:

@@ -12,6 +12,8 @@ the code server and the run worker). Printed per stage: peak RSS of that tree at
 second of the run, from the instance's run record) and the ratio of the peaks. The peer is the
 same stage at the small size: the check is that no stage's peak grows more than 15 % while the
 slide grows 16-fold. `slide_manifest` alone is the process baseline (imports and definitions).
+`STAGE_MEMORY_UPTO=nucleus_features` stops after that stage (the stages before it run too: they
+make its inputs).
 """
 
 from __future__ import annotations
@@ -36,6 +38,16 @@ STAGES = ("slide_manifest", "slide_image", "nucleus_mask", "nucleus_features",
           "stain_thresholds", "nucleus_labels", "virtual_he", "nucleus_patches")
 SIZES = {"small": 2, "large": 8}  # tiles per side of the 1024 px demo slide
 MAX_GROWTH = 1.15
+UPTO_ENV = "STAGE_MEMORY_UPTO"
+
+
+def _stages() -> tuple[str, ...]:
+    last = os.environ.get(UPTO_ENV)
+    if last is None:
+        return STAGES
+    if last not in STAGES:
+        raise ValueError(f"{UPTO_ENV}={last!r} is not one of {STAGES}.")
+    return STAGES[: STAGES.index(last) + 1]
 
 
 def _slides(folder: Path) -> dict[str, Path]:
@@ -115,7 +127,8 @@ def _run_stage(root: Path, stage: str) -> tuple[float, float, int]:
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc")
 def test_bench_stage_memory(tmp_path: Path) -> None:
     slides = _slides(tmp_path)
-    rows: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in STAGES}
+    stages = _stages()
+    rows: dict[str, dict[str, tuple[float, float]]] = {s: {} for s in stages}
     for name, path in slides.items():
         root = tmp_path / name
         root.mkdir()
@@ -125,7 +138,7 @@ def test_bench_stage_memory(tmp_path: Path) -> None:
             "manifest": "manifest.csv", "data_root": "data",
             "segmentation": {"backend": "watershed"}}))
         px = (1024 * SIZES[name]) ** 2
-        for stage in STAGES:
+        for stage in stages:
             peak_mb, seconds, code = _run_stage(root, stage)
             assert code == 0, f"{stage} failed on the {name} slide"
             rows[stage][name] = (peak_mb, px / 1e6 / max(seconds, 1e-6))

@@ -9,10 +9,12 @@ import dagster as dg
 import numpy as np
 
 from dagster_project.automation import SLIDE_STAGE
+from dagster_project.defs.nuclei.wiring import write_features
 from dagster_project.partitions import slide_partitions
+from dagster_project.process_memory import return_large_buffers
 from dagster_project.resources import DataRoot
 from pipelines.markdown import markdown_table
-from pipelines.quantify import QuantifyParams, feature_checks, quantify_slide
+from pipelines.quantify import QuantifyParams
 from pipelines.segment import SegmentParams, nuclear_image, segment_slide
 from pipelines.segment.base import DEFAULT_MEMBRANE_STAIN, DEFAULT_NUCLEAR_STAINS, SegmentBackend
 from pipelines.segment.preview import outline_overlay
@@ -22,7 +24,6 @@ from storage.layout import DataLayout
 from storage.mask_import import open_imported_mask
 from storage.mask_store import create_mask, open_mask
 from storage.model_weights import resolve_mesmer_onnx_model
-from storage.parquet_dataset import write_slide_partition
 from storage.png import write_rgb_png
 from storage.slide_store import open_slide
 from storage.tiles import DEFAULT_TILE_PX
@@ -55,6 +56,7 @@ class NucleusMaskConfig(dg.Config):
 def nucleus_mask(context: dg.AssetExecutionContext, config: NucleusMaskConfig
                  ) -> dg.MaterializeResult:
     """int32 nucleus labels on the slide's grid (layout.mask_zarr), segmented tile by tile."""
+    return_large_buffers()  # a flat peak however many tiles (dagster_project/process_memory.py)
     layout: DataLayout = context.resources.data_root.layout
     slide_id, started = context.partition_key, time.perf_counter()
     if config.backend == "mesmer":
@@ -124,20 +126,22 @@ class NucleusFeaturesConfig(dg.Config):
 def nucleus_features(context: dg.AssetExecutionContext, config: NucleusFeaturesConfig,
                      data_root: DataRoot) -> dg.MaterializeResult:
     """One row per nucleus (schema in docs/nuclei.md): id, centroid, box, shape, mean of every
-    stain."""
+    stain; streamed to Parquet strip by strip, rows in the order nuclei finish."""
+    return_large_buffers()
     slide_id, layout, started = context.partition_key, data_root.layout, time.perf_counter()
     slide, mask = open_slide(layout.slide_zarr(slide_id)), open_mask(layout.mask_zarr(slide_id))
-    frame = quantify_slide(slide, mask, QuantifyParams(config.tile_px, config.shape_features))
-    path = write_slide_partition(layout.features_dir, slide_id, frame)
+    written = write_features(layout.features_dir, slide, mask,
+                             QuantifyParams(config.tile_px, config.shape_features))
     checks = [dg.AssetCheckResult(check_name=name, passed=bool(ok), metadata=details)
-              for name, (ok, details) in feature_checks(frame).items()]
-    head = frame.select(["nucleus_id", "centroid_y_um", "centroid_x_um", "area_um2",
-                         "solidity", *frame.columns[18:21]]).head(5)
+              for name, (ok, details) in written.summary.checks().items()]
+    head = written.head.select(["nucleus_id", "centroid_y_um", "centroid_x_um", "area_um2",
+                                "solidity", *written.head.columns[18:21]])
+    median_area = written.summary.median_area_um2()
     return dg.MaterializeResult(check_results=checks, metadata={
-        "n_nuclei": frame.height,
-        "n_columns": frame.width,
-        "median_area_um2": float(np.nan_to_num(frame["area_um2"].median() or 0.0)),
+        "n_nuclei": written.summary.n_nuclei,
+        "n_columns": written.head.width,
+        "median_area_um2": float(np.nan_to_num(median_area)),
         "seconds": round(time.perf_counter() - started, 2),
-        "path": dg.MetadataValue.path(str(path)),
+        "path": dg.MetadataValue.path(str(written.path)),
         "preview": dg.MetadataValue.md(markdown_table(head, float_format=".4g")),
     })
