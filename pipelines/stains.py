@@ -178,3 +178,9 @@ def require_stains(available: Iterable[str], needed: Iterable[str], *, source: s
             f"{source}: missing stain(s) {', '.join(missing)}; the slide has {sorted(have)}. "
             "Check the channel names or add an alias in pipelines/stains.py."
         )
+
+
+#: Stains that name an immune cell's identity. H&E cannot show them, so no virtual-H&E
+#: backend turns them into colour by default: the Beer-Lambert "histology" table gives them
+#: none, and the CycleGAN does not see them ("histology" inputs).
+IMMUNE_IDENTITY_STAINS: tuple[str, ...] = ("CD3d", "CD4", "CD8", "CD20", "CD45", "CD11B", "CD68")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from dagster_project.defs.vhe.cyclegan_assets import CycleGanConfig, cyclegan_model
 from dagster_project.resources import DataRoot
-from pipelines.stains import COLON_PANEL
+from pipelines.stains import COLON_PANEL, IMMUNE_IDENTITY_STAINS
 from pipelines.vhe.cyclegan.infer import BlendParams, load_backend
 from storage.checkpoints import METADATA_FILE, read_cyclegan_info
 from storage.layout import DataLayout
@@ -51,7 +51,11 @@ def test_asset_trains_writes_a_loadable_checkpoint_and_resumes(tmp_path):
     assert meta["resumed_from_step"].value == 0 and meta["slides"].value == 2
     out = layout.models_dir / "cyclegan"
     info = read_cyclegan_info(out)
-    assert info.stains == COLON_PANEL and info.step == 3 and info.mpp == 0.32
+    # the generator never sees a stain that names an immune cell's identity
+    assert info.stains == tuple(s for s in COLON_PANEL if s not in IMMUNE_IDENTITY_STAINS)
+    assert len(info.stains) == 20 and info.step == 3 and info.mpp == 0.32
+    assert info.extra["input_stains"] == "histology"
+    assert meta["input_stains"].value["stains"] == list(info.stains)
     assert info.architecture["ngf"] == 8 and info.extra["slide_ids"] == ["slide-0", "slide-1"]
     assert json.loads((out / METADATA_FILE).read_text())["kind"] == "cyclegan"
     preview = np.asarray(Image.open(layout.figures_dir("cyclegan") / "preview.png"))

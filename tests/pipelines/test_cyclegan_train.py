@@ -14,7 +14,13 @@ from pipelines.vhe.cyclegan.data import (
     slide_pixel_sample,
     training_stains,
 )
-from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
+from pipelines.vhe.cyclegan.fit import (
+    checkpoint_payload,
+    prepare_run,
+    preview,
+    resume_run,
+    withheld_stains,
+)
 from pipelines.vhe.cyclegan.model import Architecture, build_networks
 from pipelines.vhe.cyclegan.train import CycleGanTrainer, ImagePool, TrainParams, train
 from storage.checkpoints import load_cyclegan_checkpoint, save_cyclegan_checkpoint
@@ -135,6 +141,22 @@ def test_slides_without_the_first_slides_stains_are_refused():
         training_stains([_tissue(0), other])
 
 
+def test_withheld_stains_are_left_out_of_the_generators_input():
+    assert training_stains([_tissue(0)], withheld=("CD3d",)) == ("DAPI", "PanCK", "Vimentin")
+    assert withheld_stains("all") == () and "CD4" in withheld_stains("histology")
+    with pytest.raises(ConfigurationError, match=r"input_stains must be one of \['all', "
+                       r"'histology'\], not 'immune'"):
+        withheld_stains("immune")
+    with pytest.raises(StainError, match="no stain left"):
+        training_stains([_tissue(0)], withheld=STAINS)
+    run = prepare_run([_tissue(0)], MemoryTiles(), TINY, _params(steps=1), device="cpu")
+    assert run.trainer.stains == ("DAPI", "PanCK", "Vimentin")  # "histology" by default
+    assert run.trainer.architecture.n_stains == 3 and run.pooled.stains == run.trainer.stains
+    every = prepare_run([_tissue(0)], MemoryTiles(), TINY, _params(steps=1), device="cpu",
+                        input_stains="all")
+    assert every.trainer.stains == STAINS
+
+
 def test_image_pool_returns_stored_fakes_and_stays_bounded():
     pool = ImagePool(size=3, seed=0)
     first = torch.arange(3.0).view(3, 1, 1, 1)
@@ -198,7 +220,7 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
               tmp_path / "ck", *checkpoint_payload(first, lg)))
     resumed = prepare_run(slides, tiles, TINY, params, device="cpu")
     states, info = load_cyclegan_checkpoint(tmp_path / "ck")
-    assert info.step == 3 and info.stains == STAINS
+    assert info.step == 3 and info.stains == STAINS[:3]  # CD3d withheld ("histology")
     resume_run(resumed, states, info)
     log = train(resumed.trainer, FixedBatches(mx[3:]), FixedBatches(he[3:]))
     assert log.steps_run == 3 and resumed.trainer.step == 6
@@ -209,15 +231,17 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_for_other_stains_or_sizes(tmp_path):
-    run = prepare_run([_tissue(0)], MemoryTiles(), TINY, _params(steps=1), device="cpu")
+    run = prepare_run([_tissue(0)], MemoryTiles(), TINY, _params(steps=1), device="cpu",
+                      input_stains="all")
     states, info = checkpoint_payload(run)
     other = _tissue(2)
     other.info = SlideInfo("o", ("DAPI", "PanCK", "Vimentin", "CD8"), 0.32, 96, 96, "float32")
-    run_other = prepare_run([other], MemoryTiles(), TINY, _params(steps=1), device="cpu")
+    run_other = prepare_run([other], MemoryTiles(), TINY, _params(steps=1), device="cpu",
+                            input_stains="all")
     with pytest.raises(StainError, match=r"missing from these slides: \['CD3d'\].*\['CD8'\]"):
         resume_run(run_other, states, info)
     bigger = prepare_run([_tissue(0)], MemoryTiles(), {**TINY, "ngf": 8}, _params(steps=1),
-                         device="cpu")
+                         device="cpu", input_stains="all")
     with pytest.raises(ConfigurationError, match="architecture"):
         resume_run(bigger, states, info)
 

@@ -36,9 +36,12 @@ class CycleGanConfig(dg.Config):
     """profile: "demo" (tiny, CPU, about a minute) or "paper" (CycleGAN defaults, GPU);
     the fields left at None take the profile's value. he_mpp: pixel size of the H&E tiles
     (None: same as the slides). device: None picks cuda, then mps, then cpu. cpu_threads: None
-    takes the profile's (1 for the demo), 0 leaves torch's default."""
+    takes the profile's (1 for the demo), 0 leaves torch's default. input_stains: the stains
+    the generator sees, "histology" (every stain but the immune-identity ones, which H&E cannot
+    show) or "all"."""
 
     profile: str = "demo"
+    input_stains: str = "histology"
     he_tiles_dir: str = DEFAULT_HE_TILES
     he_mpp: float | None = None
     steps: int | None = None
@@ -74,15 +77,16 @@ def cyclegan_model(
     architecture, params, threads = _profile(config)
     slides, he = _training_slides(layout, config.max_slides), HeTileFolder(he_dir)
     run = prepare_run(slides, he, architecture, params, he_mpp=config.he_mpp,
-                      device=config.device)
+                      device=config.device, input_stains=config.input_stains)
     out = layout.models_dir / "cyclegan"
     start_step = 0
     if config.resume and checkpoint_exists(out):
         states, info = load_cyclegan_checkpoint(out, map_location=run.trainer.device)
         resume_run(run, states, info)
         start_step = info.step
-    extra = {"profile": config.profile, "slide_ids": [s.info.slide_id for s in slides],
-             "he_tiles": len(he), "he_tiles_dir": str(he_dir)}
+    extra = {"profile": config.profile, "input_stains": config.input_stains,
+             "slide_ids": [s.info.slide_id for s in slides], "he_tiles": len(he),
+             "he_tiles_dir": str(he_dir)}
 
     def save(_trainer: object, lg: "TrainingLog") -> None:
         states, info = checkpoint_payload(run, lg, {**extra, "seconds": round(lg.seconds, 2)})
@@ -100,6 +104,8 @@ def cyclegan_model(
         "seconds": round(log.seconds, 2),
         "seconds_per_step": round(log.seconds / max(log.steps_run, 1), 4),
         "device": str(run.trainer.device), "slides": len(slides), "he_tiles": len(he),
+        "input_stains": dg.MetadataValue.json(
+            {"set": config.input_stains, "stains": list(run.trainer.stains)}),
         "losses_last_20": dg.MetadataValue.json({k: round(v, 4) for k, v in losses.items()}),
         "preview": dg.MetadataValue.md(
             f"nuclear stain | virtual H&E | real H&E\n\n![preview]({link(figure)})"),

@@ -31,13 +31,13 @@ One module per part: the absorption tables and dye vectors (`absorptions`), the 
 backend (`backend`) and the dye-vector measurement (`dye_vectors`).
 """
 
+from pipelines.stains import IMMUNE_IDENTITY_STAINS
 from pipelines.vhe.beer_lambert.absorptions import (
     ABSORPTION_TABLES,
     DEFAULT_ABSORPTIONS,
     EOSIN_OD,
     HEMATOXYLIN_OD,
     HISTOLOGY_ABSORPTIONS,
-    IMMUNE_IDENTITY_STAINS,
     MARKER_TINTED_ABSORPTIONS,
     StainAbsorption,
     Vector3,

@@ -92,8 +92,6 @@ ABSORPTION_TABLES: dict[str, tuple[StainAbsorption, ...]] = {
     "marker_tinted": MARKER_TINTED_ABSORPTIONS,
 }
 
-#: Stains that name an immune cell's identity; the default table gives them no colour.
-IMMUNE_IDENTITY_STAINS: tuple[str, ...] = ("CD3d", "CD4", "CD8", "CD20", "CD45", "CD11B", "CD68")
 
 
 def absorption_table(name: str) -> tuple[StainAbsorption, ...]:

@@ -9,7 +9,7 @@ Both domains get random flips and quarter turns (tissue has no preferred orienta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -119,11 +119,18 @@ def slide_pixel_sample(
     return pixels
 
 
-def training_stains(slides: Sequence[SlideWindows]) -> tuple[str, ...]:
-    """The first slide's stains, in its order; every other slide must have them all."""
+def training_stains(
+    slides: Sequence[SlideWindows], withheld: Collection[str] = ()
+) -> tuple[str, ...]:
+    """The first slide's stains, in its order, less the `withheld` ones (stains the generator
+    must not see); every other slide must have them all."""
     if not slides:
         raise ConfigurationError("CycleGAN training needs at least one ingested slide.")
-    stains = tuple(slides[0].info.stains)
+    stains = tuple(s for s in slides[0].info.stains if s not in set(withheld))
+    if not stains:
+        raise StainError(
+            f"Slide {slides[0].info.slide_id!r} has no stain left for the CycleGAN once "
+            f"{sorted(withheld)} are withheld; train with input_stains 'all'.")
     for slide in slides[1:]:
         missing = [s for s in stains if s not in slide.info.stains]
         if missing:

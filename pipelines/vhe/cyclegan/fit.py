@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipelines.errors import ConfigurationError, StainError
-from pipelines.stains import NUCLEAR_STAIN
+from pipelines.stains import IMMUNE_IDENTITY_STAINS, NUCLEAR_STAIN
 from pipelines.torch_device import select_device
 from pipelines.vhe.cyclegan.data import (
     HeCropSampler,
@@ -27,6 +27,20 @@ from pipelines.vhe.cyclegan.infer import BlendParams, CycleGanBackend
 from pipelines.vhe.cyclegan.model import Architecture, build_networks
 from pipelines.vhe.cyclegan.train import CycleGanTrainer, TrainingLog, TrainParams
 from storage.checkpoints import CycleGanInfo
+
+# Which stains the generator sees, by name. "histology" (the default) withholds the stains that
+# name an immune cell's identity: a generator that sees CD3d or CD4 can turn them into colour,
+# which real H&E cannot show, and the classifier would learn it (the learnability benchmark's
+# leak guard). "all" feeds every stain of the slides.
+INPUT_STAINS: dict[str, tuple[str, ...]] = {"histology": IMMUNE_IDENTITY_STAINS, "all": ()}
+
+
+def withheld_stains(input_stains: str) -> tuple[str, ...]:
+    """The stains the named input set leaves out; a clear error for an unknown name."""
+    if input_stains not in INPUT_STAINS:
+        raise ConfigurationError(
+            f"input_stains must be one of {sorted(INPUT_STAINS)}, not {input_stains!r}.")
+    return INPUT_STAINS[input_stains]
 
 
 @dataclass
@@ -48,9 +62,11 @@ def prepare_run(
     he_mpp: float | None = None,
     device: str | None = None,
     nuclear_stain: str = NUCLEAR_STAIN,
+    input_stains: str = "histology",
 ) -> TrainingRun:
-    """Fresh networks and samplers for `slides` (all with the same stains and pixel size)."""
-    stains = training_stains(slides)
+    """Fresh networks and samplers for `slides` (all with the same stains and pixel size),
+    the generator fed the `input_stains` set (see INPUT_STAINS)."""
+    stains = training_stains(slides, withheld_stains(input_stains))
     mpps = sorted({round(float(s.info.mpp), 4) for s in slides})
     if len(mpps) != 1:
         raise ConfigurationError(
