@@ -24,6 +24,7 @@ from dagster_project.profiles import NOT_IN_DEMO
 from dagster_project.resources import DATA_ROOT_ENV, default_data_root
 from dagster_project.runner import (
     Stage,
+    config_parents,
     load_definitions,
     plan_stages,
     run_stages,
@@ -59,7 +60,7 @@ def run_all(
         run_config = {**run_config, "ops": {**run_config.get("ops", {}), **op_config}}
     if resources:
         run_config = {**run_config, "resources": resources}
-    stages = plan_stages(loaded)
+    stages = plan_stages(loaded, config_parents(run_config))
     known = {k for s in stages for k in s.asset_keys}
     if op_config and set(op_config) - known:
         print(f"Run config names unknown asset(s) {', '.join(sorted(set(op_config) - known))}; "

@@ -19,9 +19,11 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+
+import dagster as dg
 
 from dagster_project.run_queue import FailedCheck, RunQueue, RunResult, execution_config
 
@@ -105,33 +107,57 @@ def _partitions_name(partitions_def) -> str | None:
     return getattr(partitions_def, "name", None) or "folds"
 
 
-def plan_stages(loaded_defs) -> list[Stage]:
+def config_parents(run_config: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Inputs a run's config adds to the asset graph: virtual H&E rendered by the CycleGAN
+    reads its checkpoint, so with `backend: cyclegan` `cyclegan_model` is trained first."""
+    vhe = ((run_config.get("ops") or {}).get("virtual_he") or {}).get("config") or {}
+    return {"virtual_he": ("cyclegan_model",)} if vhe.get("backend") == "cyclegan" else {}
+
+
+def plan_stages(
+    loaded_defs, extra_parents: Mapping[str, Sequence[str]] | None = None
+) -> list[Stage]:
     """Group the asset graph into stages: a stage runs after every stage before it.
 
-    Assets are taken in dependency order; each joins the first stage of its partitioning that
-    comes at or after every stage holding one of its inputs, or starts a new stage at the end.
-    So an asset beside the main chain (a model trained on the slides, the real H&E slides'
-    chain) never cuts a run of slide stages in two.
+    Assets are taken in dependency order (the graph's, plus `extra_parents`, inputs that only
+    the run config creates: see `config_parents`); each joins the first stage of its
+    partitioning that comes at or after every stage holding one of its inputs, or starts a new
+    stage at the end. So an asset beside the main chain (a model trained on the slides, the
+    real H&E slides' chain) never cuts a run of slide stages in two, unless the config makes
+    the chain read it.
     """
     graph = loaded_defs.resolve_asset_graph()
+    extra = {dg.AssetKey.from_user_string(k): {dg.AssetKey.from_user_string(p) for p in v}
+             for k, v in (extra_parents or {}).items()}
+    keys = [k for level in graph.toposorted_asset_keys_by_level
+            for k in sorted(level, key=lambda k: k.to_user_string())]
+    parents = {k: set(graph.get(k).parent_keys) | extra.get(k, set()) for k in keys}
     stages: list[Stage] = []
     where: dict[str, int] = {}
-    for level in graph.toposorted_asset_keys_by_level:
-        for key in sorted(level, key=lambda k: k.to_user_string()):
-            node = graph.get(key)
-            if not node.is_materializable:
-                continue
-            name = _partitions_name(node.partitions_def)
-            after = max((where[p.to_user_string()] for p in node.parent_keys
-                         if p.to_user_string() in where), default=0)
-            index = next((i for i in range(after, len(stages)) if stages[i].partitions == name),
-                         None)
-            if index is None:
-                stages.append(Stage(name, (key.to_user_string(),)))
-                index = len(stages) - 1
-            else:
-                stages[index] = Stage(name, (*stages[index].asset_keys, key.to_user_string()))
-            where[key.to_user_string()] = index
+    done: set[dg.AssetKey] = set()
+    pending = list(keys)
+    while pending:
+        key = next((k for k in pending if all(p in done or p not in parents
+                                              for p in parents[k])), None)
+        if key is None:
+            raise ValueError(f"The assets {[k.to_user_string() for k in pending]} depend on "
+                             "each other in a cycle once the run config's inputs are added.")
+        pending.remove(key)
+        done.add(key)
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        name = _partitions_name(node.partitions_def)
+        after = max((where[p.to_user_string()] for p in parents[key]
+                     if p.to_user_string() in where), default=0)
+        index = next((i for i in range(after, len(stages)) if stages[i].partitions == name),
+                     None)
+        if index is None:
+            stages.append(Stage(name, (key.to_user_string(),)))
+            index = len(stages) - 1
+        else:
+            stages[index] = Stage(name, (*stages[index].asset_keys, key.to_user_string()))
+        where[key.to_user_string()] = index
     return stages
 
 

@@ -13,7 +13,7 @@ import zarr
 from dagster._core.instance.ref import InstanceRef
 
 from dagster_project.resources import DATA_ROOT_ENV
-from dagster_project.runner import load_definitions, plan_stages
+from dagster_project.runner import config_parents, load_definitions, plan_stages
 from storage.layout import DataLayout
 
 SLIDE_CHAIN = ("slide_image", "nucleus_mask", "virtual_he", "nucleus_features",
@@ -36,6 +36,28 @@ def test_every_asset_comes_after_its_inputs_and_the_slide_chain_is_one_stage() -
     assert set(SLIDE_CHAIN) <= set(chain_stage.asset_keys)
     assert stages[where["classifier"]].asset_keys == ("classifier",)
     assert where["nucleus_inference"] > where["classifier"]
+
+
+def test_a_cyclegan_backend_trains_the_cyclegan_before_virtual_he() -> None:
+    loaded = load_definitions()
+    cyclegan = {"ops": {"virtual_he": {"config": {"backend": "cyclegan"}}}}
+    assert config_parents({"ops": {"virtual_he": {"config": {"backend": "beer_lambert"}}}}) == {}
+    assert config_parents({}) == {}
+    extra = config_parents(cyclegan)
+    assert extra == {"virtual_he": ("cyclegan_model",)}
+    stages = plan_stages(loaded, extra)
+    where = {key: i for i, stage in enumerate(stages) for key in stage.asset_keys}
+    # the slides are ingested, the CycleGAN trained on them, then the slides rendered
+    assert where["slide_image"] < where["cyclegan_model"] < where["virtual_he"]
+    assert where["virtual_he"] <= where["nucleus_patches"] < where["classifier"]
+    assert stages[where["virtual_he"]].partitions == "slides"
+    assert "nucleus_mask" in stages[where["slide_image"]].asset_keys  # what needs no H&E
+    graph = loaded.resolve_asset_graph()
+    for key, index in where.items():
+        for parent in graph.get(dg.AssetKey.from_user_string(key)).parent_keys:
+            if parent.to_user_string() in where:
+                assert where[parent.to_user_string()] <= index, (parent, key)
+    assert plan_stages(loaded) == plan_stages(loaded, {})
 
 
 def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
