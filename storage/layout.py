@@ -118,6 +118,16 @@ class DataLayout:
         return self.root / "catalog.duckdb"
 
     @property
+    def thresholds_csv(self) -> Path:
+        """The manual thresholds a person writes (absent: every threshold automatic)."""
+        return self.root / "thresholds.csv"
+
+    @property
+    def thresholds_suggested_csv(self) -> Path:
+        """Every threshold in use, in the manual CSV's format, for a person to correct."""
+        return self.root / "thresholds_suggested.csv"
+
+    @property
     def models_dir(self) -> Path:
         return self.root / "models"
 
@@ -146,6 +156,10 @@ class DataLayout:
 
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
+
+    def threshold_review_png(self, slide_id: str) -> Path:
+        """Each stain's intensity histogram of the slide with its cut-off marked."""
+        return self.figures_dir("thresholds") / f"{validate_slide_id(slide_id)}.png"
 
     def vhe_preview_png(self, slide_id: str) -> Path:
         """A thumbnail of the slide's virtual H&E at 0.5 µm/px."""
