@@ -157,6 +157,11 @@ class DataLayout:
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
 
+    @property
+    def cohort_preview_png(self) -> Path:
+        """The synthetic cohort's first slide in false colour."""
+        return self.figures_dir("cohort") / "preview.png"
+
     def threshold_review_png(self, slide_id: str) -> Path:
         """Each stain's intensity histogram of the slide with its cut-off marked."""
         return self.figures_dir("thresholds") / f"{validate_slide_id(slide_id)}.png"
