@@ -12,7 +12,6 @@ import dagster as dg
 from dagster_project.defs.metadata import linked_png_md
 from dagster_project.defs.vhe import wiring
 from dagster_project.resources import DataRoot
-from storage.he_tiles import HeTileFolder
 
 # The shared folder of real colon H&E tiles beside the project; never copied into it.
 DEFAULT_HE_TILES = str(Path("..") / "shared" / "data" / "real_he_colon_tiles")
@@ -57,24 +56,21 @@ def cyclegan_model(
 
     if config.profile not in PROFILES:
         raise dg.Failure(f"Unknown CycleGAN profile {config.profile!r}; use {sorted(PROFILES)}.")
-    overrides = {k: getattr(config, k) for k in ("steps", "crop_px", "batch_size",
-                                                 "lambda_nucleus")}
-    settings = wiring.cyclegan_settings(config.profile, overrides, config.seed,
-                                        config.cpu_threads)
-    slides, he = wiring.training_slides(layout, config.max_slides), HeTileFolder(he_dir)
+    settings = wiring.cyclegan_settings(
+        config.profile, {k: getattr(config, k) for k in wiring.CYCLEGAN_OVERRIDES}, config.seed,
+        config.cpu_threads)
+    slides = wiring.training_slides(layout, config.max_slides)
     if not slides:
         raise dg.Failure(f"No ingested slides under {layout.root}: materialise slide_image first.")
-    extra = {"profile": config.profile, "slide_ids": [s.info.slide_id for s in slides],
-             "he_tiles": len(he), "he_tiles_dir": str(he_dir)}
-    out = wiring.train_cyclegan(layout, slides, he, settings, config.he_mpp, config.device,
-                                config.resume, config.checkpoint_every, extra)
+    out = wiring.train_cyclegan(layout, slides, he_dir, config.profile, settings, config.he_mpp,
+                                config.device, config.resume, config.checkpoint_every)
     log, losses = out.log, out.log.mean_of_last()
     return dg.MaterializeResult(metadata={
         "checkpoint": dg.MetadataValue.path(str(out.checkpoint)),
         "step": out.step, "resumed_from_step": out.resumed_from_step, "steps_run": log.steps_run,
         "seconds": round(log.seconds, 2),
         "seconds_per_step": round(log.seconds / max(log.steps_run, 1), 4),
-        "device": out.device, "slides": len(slides), "he_tiles": len(he),
+        "device": out.device, "slides": len(slides), "he_tiles": out.n_he_tiles,
         "losses_last_20": dg.MetadataValue.json({k: round(v, 4) for k, v in losses.items()}),
         "preview": linked_png_md(out.preview, caption="nuclear stain | virtual H&E | real H&E"),
         "preview_path": dg.MetadataValue.path(str(out.preview)),

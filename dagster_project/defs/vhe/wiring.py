@@ -54,6 +54,8 @@ if TYPE_CHECKING:
     from pipelines.vhe.cyclegan.train import TrainingLog, TrainParams
 
 BACKENDS = ("beer_lambert", "cyclegan")
+# CycleGanConfig fields that, when set, override the profile's training parameters.
+CYCLEGAN_OVERRIDES = ("steps", "crop_px", "batch_size", "lambda_nucleus")
 GALLERY_PER_CLASS = 4
 
 
@@ -209,20 +211,24 @@ class CycleGanOutcome:
     resumed_from_step: int
     log: TrainingLog
     device: str
+    n_he_tiles: int
     preview: Path
 
 
-def train_cyclegan(layout: DataLayout, slides: list[SlideReader], he: HeTileFolder,
+def train_cyclegan(layout: DataLayout, slides: list[SlideReader], he_dir: Path, profile: str,
                    settings: tuple[dict[str, int], TrainParams, int], he_mpp: float | None,
-                   device: str | None, resume: bool, checkpoint_every: int,
-                   extra: dict[str, Any]) -> CycleGanOutcome:
-    """Train (continuing from `layout.cyclegan_dir` when `resume`), checkpoint every
-    `checkpoint_every` steps with `extra` in the info, and write the preview figure."""
+                   device: str | None, resume: bool, checkpoint_every: int) -> CycleGanOutcome:
+    """Train on `slides` and the real H&E tiles in `he_dir` (continuing from
+    `layout.cyclegan_dir` when `resume`), checkpoint every `checkpoint_every` steps, and write
+    the preview figure. `settings`: cyclegan_settings of `profile`."""
     from pipelines.torch_device import torch_threads
     from pipelines.vhe.cyclegan.fit import checkpoint_payload, prepare_run, preview, resume_run
     from pipelines.vhe.cyclegan.train import train
 
     architecture, params, threads = settings
+    he = HeTileFolder(he_dir)
+    extra = {"profile": profile, "slide_ids": [s.info.slide_id for s in slides],
+             "he_tiles": len(he), "he_tiles_dir": str(he_dir)}
     run = prepare_run(slides, he, architecture, params, he_mpp=he_mpp, device=device)
     out = layout.cyclegan_dir
     start_step = 0
@@ -240,4 +246,4 @@ def train_cyclegan(layout: DataLayout, slides: list[SlideReader], he: HeTileFold
                     on_checkpoint=save)
     figure = write_rgb_png(layout.cyclegan_preview_png, preview(run, slides[0], he.read(0)))
     return CycleGanOutcome(out, run.trainer.step, start_step, log, str(run.trainer.device),
-                           figure)
+                           len(he), figure)
