@@ -17,7 +17,7 @@ from pipelines.ingest import ReadParams, describe, open_slide_source
 from pipelines.stains import NUCLEAR_STAIN, canonical_stain
 from storage.fs import as_path, local_copy
 from storage.layout import DataLayout
-from storage.manifest import MXIF, manifest_row, with_content_hashes, write_manifest
+from storage.manifest import MXIF, inbox_slides, manifest_row, with_content_hashes, write_manifest
 from storage.slide_ingest import folder_bytes, is_current, write_slide
 from storage.slide_sources import content_sha256
 from storage.slide_store import SlideInfo, open_slide
@@ -41,6 +41,16 @@ def write_hashed_manifest(layout: DataLayout, found: pl.DataFrame) -> ManifestOu
     write_manifest(frame, layout.manifest_parquet)
     mxif = frame.filter(frame["modality"] == MXIF)["slide_id"].to_list()
     return ManifestOutcome(frame, frame["slide_id"].to_list(), mxif)
+
+
+def inbox_mxif_slides(inbox: Path, settle_seconds: float) -> tuple[dict[str, Path], list[str]]:
+    """The inbox's MxIF slides (slide_id -> path; H&E rows are left to the manifest's he_slides
+    chain) and the entries skipped, one sentence each. Raises StorageError when the inbox
+    cannot be read."""
+    frame, problems = inbox_slides(inbox, settle_seconds=settle_seconds)
+    frame = frame.filter(frame["modality"] == MXIF)
+    slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
+    return slides, problems
 
 
 def listed_row(layout: DataLayout, slide_id: str) -> dict[str, Any] | None:
