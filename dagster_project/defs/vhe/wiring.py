@@ -145,13 +145,13 @@ def gallery(layout: DataLayout, per_class: int = GALLERY_PER_CLASS) -> GalleryOu
     store = PatchStore(layout.patch_store)
     examples: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for slide_id in store.slide_ids():
-        add_examples(examples, store, slide_id, layout, per_class)
+        _add_examples(examples, store, slide_id, layout, per_class)
     png = gallery_png(examples)
     path = atomic_write_bytes(layout.patch_gallery_png, png)
     return GalleryOutcome(len(examples), time.perf_counter() - t0, png, path)
 
 
-def add_examples(examples: dict[str, list[tuple[np.ndarray, np.ndarray]]], store: PatchStore,
+def _add_examples(examples: dict[str, list[tuple[np.ndarray, np.ndarray]]], store: PatchStore,
                  slide_id: str, layout: DataLayout, per_class: int) -> None:
     """Fill `examples` with up to `per_class` (patch, green key stain) pairs per class."""
     patches = store.slide(slide_id)
