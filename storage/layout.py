@@ -53,8 +53,13 @@ class DataLayout:
     def inbox_dir(self) -> Path:
         return self.root / "inbox"
 
+    @property
+    def slides_dir(self) -> Path:
+        """The folder of the ingested slide stores, one `<slide_id>.zarr` each."""
+        return self.root / "slides"
+
     def slide_zarr(self, slide_id: str) -> Path:
-        return self.root / "slides" / f"{validate_slide_id(slide_id)}.zarr"
+        return self.slides_dir / f"{validate_slide_id(slide_id)}.zarr"
 
     def mask_zarr(self, slide_id: str) -> Path:
         return self.root / "masks" / f"{validate_slide_id(slide_id)}.zarr"
@@ -113,8 +118,23 @@ class DataLayout:
         return self.root / "catalog.duckdb"
 
     @property
+    def thresholds_csv(self) -> Path:
+        """The manual thresholds a person writes (absent: every threshold automatic)."""
+        return self.root / "thresholds.csv"
+
+    @property
+    def thresholds_suggested_csv(self) -> Path:
+        """Every threshold in use, in the manual CSV's format, for a person to correct."""
+        return self.root / "thresholds_suggested.csv"
+
+    @property
     def models_dir(self) -> Path:
         return self.root / "models"
+
+    @property
+    def cyclegan_dir(self) -> Path:
+        """The CycleGAN checkpoint (storage/checkpoints.py) the `cyclegan` backend loads."""
+        return self.models_dir / "cyclegan"
 
     @property
     def reports_dir(self) -> Path:
@@ -136,6 +156,29 @@ class DataLayout:
 
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
+
+    @property
+    def cohort_preview_png(self) -> Path:
+        """The synthetic cohort's first slide in false colour."""
+        return self.figures_dir("cohort") / "preview.png"
+
+    def threshold_review_png(self, slide_id: str) -> Path:
+        """Each stain's intensity histogram of the slide with its cut-off marked."""
+        return self.figures_dir("thresholds") / f"{validate_slide_id(slide_id)}.png"
+
+    def vhe_preview_png(self, slide_id: str) -> Path:
+        """A thumbnail of the slide's virtual H&E at 0.5 µm/px."""
+        return self.figures_dir("vhe") / f"{validate_slide_id(slide_id)}.png"
+
+    @property
+    def patch_gallery_png(self) -> Path:
+        """Virtual H&E patches beside their key stain, per class (paper Fig. 1)."""
+        return self.figures_dir("patches") / "gallery.png"
+
+    @property
+    def cyclegan_preview_png(self) -> Path:
+        """Nuclear stain | virtual H&E | real H&E of the last CycleGAN run."""
+        return self.figures_dir("cyclegan") / "preview.png"
 
     @property
     def he(self) -> DataLayout:

@@ -29,6 +29,29 @@ def green(stain_patch: np.ndarray, low: float, high: float) -> np.ndarray:
     return out
 
 
+def window_half_px(patch_px: int, scale: float) -> int:
+    """Half the edge, in slide pixels, of the slide window a `patch_px` patch covers
+    (`scale`: slide pixels per patch pixel, e.g. 0.5 / 0.32)."""
+    return int(np.ceil(patch_px / 2 * scale))
+
+
+def centroid_window(cy: float, cx: float, half_px: int) -> tuple[int, int, int, int]:
+    """(y0, x0, y1, x1) slide pixels of the window of half-edge `half_px` centred on a nucleus
+    centroid; clipped at the top-left edge (a reader clips the far edge)."""
+    y, x = round(cy), round(cx)
+    return max(0, y - half_px), max(0, x - half_px), y + half_px + 1, x + half_px + 1
+
+
+def key_stain_pairs(
+    patches: Sequence[np.ndarray], windows: Sequence[np.ndarray],
+    percentiles: tuple[float, float] = (5, 99.5),
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each virtual H&E patch beside its key-stain window in green; all windows of the class
+    share one scale, their pooled 5th to 99.5th percentile of stain intensity."""
+    low, high = np.percentile(np.concatenate([w.ravel() for w in windows]), percentiles)
+    return [(im, green(w, low, high)) for im, w in zip(patches, windows, strict=True)]
+
+
 def gallery_png(
     examples: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray]]],
     title: str = "Virtual H&E patches (left) and the key MxIF stain (right) per class",

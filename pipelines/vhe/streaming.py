@@ -70,6 +70,28 @@ class RenderSummary:
         return self.height_px * self.width_px / 1e6 / max(total, 1e-9)
 
 
+@dataclass(frozen=True)
+class LevelGeometry:
+    """One level render_slide writes: pixel size (µm), shape, and the tile edge in its pixels."""
+
+    mpp: float
+    height_px: int
+    width_px: int
+    tile_px: int
+
+
+def render_levels(
+    mpp: float, height_px: int, width_px: int, tile_px: int, grid: ResampleGrid
+) -> list[LevelGeometry]:
+    """Level 0 (the slide's grid) and level 1 (`grid`, e.g. 0.5 µm/px), each tiled so one
+    rendering tile (`tile_px`, whole grid periods: `grid.align`) is one chunk of each."""
+    return [
+        LevelGeometry(mpp, height_px, width_px, tile_px),
+        LevelGeometry(grid.dst_mpp, grid.dst_size(height_px), grid.dst_size(width_px),
+                      tile_px * grid.q // grid.p),
+    ]
+
+
 def sample_slide(
     slide: SlideWindows, stains: Sequence[str], sample_pixels: int, tile_px: int | None = None
 ) -> np.ndarray:

@@ -14,11 +14,11 @@ import dagster as dg
 
 from dagster_project.automation import COHORT_VIEW, SLIDE_STAGE
 from dagster_project.defs.exports import wiring
+from dagster_project.defs.metadata import command_md, table_md
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.defs.slides.sensors import ON_REQUEST
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
-from pipelines.markdown import PREVIEW_ROWS, markdown_table
 from storage.anndata_file import NucleusTable, read_nucleus_table
 from storage.ome_zarr import DEFAULT_TILE_PX
 
@@ -30,7 +30,7 @@ class OmeZarrConfig(dg.Config):
     tile_px: int = DEFAULT_TILE_PX
 
 
-EXAMPLE = "`import anndata as ad; adata = ad.read_h5ad({path!r})`"
+EXAMPLE = "import anndata as ad; adata = ad.read_h5ad({path!r})"
 
 
 def _metadata(table: NucleusTable, path, start: float) -> dict:
@@ -39,8 +39,8 @@ def _metadata(table: NucleusTable, path, start: float) -> dict:
         "n_nuclei": table.n_nuclei, "n_stains": len(table.stains),
         "n_predicted": table.n_nuclei - table.obs["predicted_cell_type"].null_count(),
         "path": dg.MetadataValue.path(str(path)), "seconds": round(time.perf_counter() - start, 2),
-        "counts": dg.MetadataValue.md(markdown_table(counts, PREVIEW_ROWS)),
-        "example": dg.MetadataValue.md(EXAMPLE.format(path=str(path))),
+        "counts": table_md(counts),
+        "example": command_md(EXAMPLE.format(path=str(path))),
     }
 
 
@@ -77,7 +77,7 @@ def cohort_anndata(context: dg.AssetExecutionContext, data_root: DataRoot
     return dg.MaterializeResult(metadata={
         **_metadata(table, path, start), "n_slides": len(present),
         "slides_without_file": len(slides) - len(present),
-        "per_slide": dg.MetadataValue.md(markdown_table(per_slide, PREVIEW_ROWS)),
+        "per_slide": table_md(per_slide),
     })
 
 
@@ -95,5 +95,5 @@ def slide_ome_zarr(context: dg.AssetExecutionContext, config: OmeZarrConfig,
         "level_shapes": str(list(out.mxif.level_shapes)),
         "chunks_written": out.mxif.n_chunks + out.virtual_he.n_chunks,
         "seconds": round(time.perf_counter() - start, 2),
-        "example": dg.MetadataValue.md(f"`napari --plugin napari-ome-zarr {out.mxif.path}`"),
+        "example": command_md(f"napari --plugin napari-ome-zarr {out.mxif.path}"),
     })

@@ -9,7 +9,6 @@ under `layout.he`, and predictions are the catalog's `he_nucleus_inference` view
      vhe layout)      import | ...)     hematoxylin/eosin)    patches → Parquet, map, GeoJSON)
 """
 
-import base64
 from collections.abc import Iterator
 from typing import Literal
 
@@ -19,6 +18,7 @@ from dagster_project.automation import INFERENCE, NEW_SLIDE, SLIDE_STAGE
 from dagster_project.defs.he import wiring
 from dagster_project.defs.inference import wiring as inference
 from dagster_project.defs.labels.settings import LabelSettings
+from dagster_project.defs.metadata import png_md
 from dagster_project.partitions import he_slide_partitions
 from dagster_project.resources import DataRoot
 from pipelines.evaluate import frame_markdown
@@ -30,11 +30,6 @@ from storage.tiles import DEFAULT_TILE_PX
 
 TISSUE_CHECK = dg.AssetCheckSpec("has_tissue", asset="he_slide_image")
 FEATURE_CHECKS = ("nucleus_count_positive", "no_nan_intensities", "plausible_areas")
-
-
-def _png_md(png: bytes) -> dg.MetadataValue:
-    encoded = base64.b64encode(png).decode()
-    return dg.MetadataValue.md(f"![preview](data:image/png;base64,{encoded})")
 
 
 class HESlideImageConfig(dg.Config):
@@ -60,7 +55,7 @@ def he_slide_image(context: dg.AssetExecutionContext, config: HESlideImageConfig
             "mean_tissue_rgb": [round(v, 1) for v in out.mean_tissue_rgb],
             "reused_unchanged_store": out.reused, "seconds": round(out.seconds, 2),
             "content_sha256": out.content_sha256, "path": dg.MetadataValue.path(str(out.path)),
-            "preview": _png_md(out.preview_png),
+            "preview": png_md(out.preview_png),
         },
         check_results=[dg.AssetCheckResult(
             check_name="has_tissue", passed=out.tissue_fraction > 0.001,
@@ -113,7 +108,7 @@ def he_nucleus_mask(context: dg.AssetExecutionContext, config: HENucleusMaskConf
         "n_nuclei": run.n_nuclei, "backend": config.backend,
         "details": dg.MetadataValue.json({k: v for k, v in run.details.items() if v is not None}),
         "preview": dg.MetadataValue.path(str(preview)),
-        "preview_md": _png_md(preview.read_bytes()),
+        "preview_md": png_md(preview.read_bytes()),
     })
 
 
@@ -195,5 +190,5 @@ def he_nucleus_inference(
         "polygons": out.n_polygons, "points": out.n_points,
         "path": dg.MetadataValue.path(str(out.parquet)),
         "qupath_geojson": dg.MetadataValue.path(str(out.geojson)),
-        "preview": _png_md(out.map_bytes),
+        "preview": png_md(out.map_bytes),
     })

@@ -8,9 +8,9 @@ from typing import Literal
 import dagster as dg
 
 from dagster_project.defs.he_nuclei.wiring import score_holdout, training_pairs
+from dagster_project.defs.metadata import linked_png_md
 from dagster_project.defs.training.assets import GPU_NODE_TAGS
 from dagster_project.resources import DataRoot
-from storage.fs import link
 
 
 class HeNucleusModelConfig(dg.Config):
@@ -72,6 +72,6 @@ def he_nucleus_model(context: dg.AssetExecutionContext, config: HeNucleusModelCo
                                layout.figures_dir("he_nuclei") / "holdout.png")
         metadata.update(holdout_slide=scored.slide_id, holdout_f1_iou50=scored.f1_iou50,
                         holdout_f1_iou30=scored.f1_iou30, holdout_nuclei=scored.n_true,
-                        preview=dg.MetadataValue.md("MxIF mask | he-learned on virtual H&E\n\n"
-                                                    f"![holdout]({link(scored.preview)})"))
+                        preview=linked_png_md(scored.preview, alt="holdout",
+                                              caption="MxIF mask | he-learned on virtual H&E"))
     return dg.MaterializeResult(metadata=metadata)

@@ -4,12 +4,11 @@ import json
 
 import dagster as dg
 
+from dagster_project.defs.labels import wiring
 from dagster_project.defs.labels.assets import nucleus_labels, stain_thresholds
 from dagster_project.defs.labels.settings import LabelSettings
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
-from pipelines.thresholds import manual_versions
-from storage.thresholds_csv import read_thresholds_csv
 
 
 @dg.sensor(
@@ -23,8 +22,7 @@ def thresholds_csv_sensor(
     """Compares each slide's hash of its CSV rows with the last tick; requests one run per
     changed slide. The first tick only records the hashes."""
     slides = context.instance.get_dynamic_partitions(slide_partitions.name)
-    manual = read_thresholds_csv(label_settings.csv_path(data_root.layout), set(slides))
-    versions = manual_versions(manual, slides)
+    versions = wiring.manual_thresholds_versions(label_settings.csv_path(data_root.layout), slides)
     if context.cursor is None:
         return dg.SensorResult(cursor=json.dumps(versions))
     previous = json.loads(context.cursor)

@@ -29,7 +29,7 @@ class LabelSettings(dg.ConfigurableResource):
 
     def csv_path(self, layout: DataLayout) -> Path:
         chosen = self.thresholds_csv
-        return as_path(chosen) if chosen else layout.root / "thresholds.csv"
+        return as_path(chosen) if chosen else layout.thresholds_csv
 
     def catalog_path(self, layout: DataLayout) -> Path:
         return as_path(self.catalog_db) if self.catalog_db else layout.catalog_db

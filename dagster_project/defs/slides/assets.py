@@ -1,31 +1,20 @@
 """The slide manifest (unpartitioned) and each slide's ingested image (slide-partitioned)."""
 
-import hashlib
 import time
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
 
 from dagster_project.automation import MANIFEST, NEW_SLIDE
+from dagster_project.defs.slides import wiring
 from dagster_project.defs.slides.reconcile import reconcile_slides
 from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
-from pipelines.ingest import DEFAULT_TILE_PX, ReadParams, describe, open_slide_source
+from pipelines.ingest import DEFAULT_TILE_PX, ReadParams
 from pipelines.markdown import preview_markdown
-from pipelines.stains import NUCLEAR_STAIN, canonical_stain
-from storage.fs import as_path, local_copy
-from storage.manifest import (
-    HE,
-    MXIF,
-    manifest_row,
-    with_content_hashes,
-    write_manifest,
-)
-from storage.slide_ingest import folder_bytes, is_current, write_slide
-from storage.slide_sources import content_sha256
-from storage.slide_store import SlideInfo, open_slide
+from pipelines.stains import NUCLEAR_STAIN
+from storage.manifest import HE
 
 PREVIEW_COLUMNS = ["slide_id", "patient_id", "site", "condition", "mpp", "modality",
                    "content_sha256", "path"]
@@ -51,12 +40,10 @@ def slide_manifest(
     found, skipped = slide_inputs.collect_skipping(layout, settle_seconds=0.0)
     for problem in skipped:
         context.log.warning(f"Skipped an inbox entry: {problem}")
-    frame = with_content_hashes(found)
-    write_manifest(frame, layout.manifest_parquet)
-    ids = frame["slide_id"].to_list()
-    mxif = frame.filter(frame["modality"] == MXIF)["slide_id"].to_list()
+    out = wiring.write_hashed_manifest(layout, found)
+    frame, ids, mxif = out.frame, out.slide_ids, out.mxif_ids
     done = reconcile_slides(context.instance, layout, current=mxif)
-    he_done = reconcile_slides(context.instance, layout, current=sorted(set(ids) - set(mxif)),
+    he_done = reconcile_slides(context.instance, layout, current=out.he_ids,
                                modality=HE)  # real H&E slides: the he_slides partitions
     for record in done.retired + he_done.retired:
         context.log.warning(f"Slide {record.slide_id!r} left the manifest: partition deleted, "
@@ -93,53 +80,29 @@ def slide_image(
 ) -> dg.MaterializeResult:
     """The partition's slide streamed into `layout.slide_zarr(slide_id)` window by window."""
     slide_id, layout = context.partition_key, data_root.layout
-    row = manifest_row(layout.manifest_parquet, slide_id)
-    if row is None or not as_path(row["path"]).exists():
-        row = _row_from_inputs(slide_inputs, layout, slide_id)
-    final = layout.slide_zarr(slide_id)
-    digest = content_sha256(as_path(row["path"]))
+    row = wiring.listed_row(layout, slide_id) or _row_from_inputs(slide_inputs, layout, slide_id)
     params = ReadParams(config.tile_px, tuple(slide_inputs.required_stains),
                         stain_aliases=slide_inputs.aliases(layout))
-    started = time.perf_counter()
-    with local_copy(row["path"]) as local, \
-            open_slide_source(local, mpp=row["mpp"], params=params) as source:
-        info = SlideInfo(slide_id, source.stains, source.mpp, source.height_px,
-                         source.width_px, str(source.dtype))
-        reused = not config.force and is_current(final, info, digest)
-        if not reused:
-            origin = {**describe(source), "path": str(as_path(row["path"]))}
-            write_slide(final, info, source.windows(), {**origin, "content_sha256": digest})
-    seconds = time.perf_counter() - started
-    mb_written = 0.0 if reused else folder_bytes(final) / 1e6
+    out = wiring.ingest(layout, slide_id, row, params, config.force)
+    info = out.info
     return dg.MaterializeResult(
-        data_version=store_version(info, digest),
+        data_version=dg.DataVersion(out.data_version),
         metadata={
             "stains": ", ".join(info.stains),
             "n_stains": len(info.stains),
             "shape": str((len(info.stains), info.height_px, info.width_px)),
             "mpp": info.mpp,
-            "mpp_source": source.mpp_source,
-            "format": source.format,
-            "mb_written": round(mb_written, 2),
-            "seconds": round(seconds, 2),
-            "mb_per_s": round(info_mb(info) / seconds, 1) if not reused and seconds else 0.0,
-            "reused_unchanged_store": reused,
-            "content_sha256": digest,
-            "path": dg.MetadataValue.path(str(final)),
+            "mpp_source": out.mpp_source,
+            "format": out.format,
+            "mb_written": round(out.mb_written, 2),
+            "seconds": round(out.seconds, 2),
+            "mb_per_s": out.mb_per_s,
+            "reused_unchanged_store": out.reused,
+            "content_sha256": out.content_sha256,
+            "path": dg.MetadataValue.path(str(out.path)),
         },
-        check_results=[check_slide_store(final)],
+        check_results=[check_slide_store(out.path)],
     )
-
-
-def store_version(info: SlideInfo, digest: str) -> dg.DataVersion:
-    """The slide store's data version: source content plus layout, so re-ingesting the same
-    file the same way leaves every downstream stage up to date."""
-    return dg.DataVersion(hashlib.sha256(f"{digest}|{info!r}".encode()).hexdigest()[:24])
-
-
-def info_mb(info: SlideInfo) -> float:
-    """Uncompressed size of a slide in MB."""
-    return len(info.stains) * info.height_px * info.width_px * np.dtype(info.dtype).itemsize / 1e6
 
 
 def _row_from_inputs(slide_inputs: SlideInputs, layout, slide_id: str) -> dict:
@@ -157,23 +120,21 @@ def _row_from_inputs(slide_inputs: SlideInputs, layout, slide_id: str) -> dict:
 
 def check_slide_store(path: Path) -> dg.AssetCheckResult:
     """The written store has canonical stain names, the nuclear stain DAPI and pixels."""
-    info = open_slide(path).info
-    odd = [s for s in info.stains if canonical_stain(s) != s]
-    has_nuclear = NUCLEAR_STAIN in info.stains
-    non_empty = info.height_px > 0 and info.width_px > 0 and len(info.stains) > 0
+    found = wiring.check_store(path)
+    info, odd = found.info, found.non_canonical
     return dg.AssetCheckResult(
         check_name=SLIDE_CHECK,
-        passed=not odd and has_nuclear and non_empty,
+        passed=not odd and found.has_nuclear and found.non_empty,
         # No DAPI is a warning: a panel may segment on other nuclear stains (HH3, Nuc), and
         # nucleus_mask refuses a slide that lacks the stains it is configured with.
-        severity=dg.AssetCheckSeverity.ERROR if odd or not non_empty
+        severity=dg.AssetCheckSeverity.ERROR if odd or not found.non_empty
         else dg.AssetCheckSeverity.WARN,
         metadata={
             "non_canonical_stains": ", ".join(odd) or "none",
-            "has_dapi": has_nuclear,
+            "has_dapi": found.has_nuclear,
             "shape": str((len(info.stains), info.height_px, info.width_px)),
         },
-        description=None if has_nuclear else (
+        description=None if found.has_nuclear else (
             f"Slide {info.slide_id!r} has no {NUCLEAR_STAIN}; segment it on the stains it has "
             "(nucleus_mask's nuclear_stains), or add an alias in pipelines/stains.py if the "
             "nuclear stain has another name."

@@ -10,10 +10,10 @@ unpartitioned and fold-partitioned assets further down (catalog, models, reports
 
 import hashlib
 import json
-from pathlib import Path
 
 import dagster as dg
 
+from dagster_project.defs.slides import wiring
 from dagster_project.defs.slides.reconcile import (
     SlideReconciliation,
     reconcile_slides,
@@ -23,7 +23,6 @@ from dagster_project.defs.slides.resources import SlideInputs
 from dagster_project.partitions import slide_partitions
 from dagster_project.resources import DataRoot
 from storage.errors import StorageError
-from storage.manifest import MXIF, inbox_slides
 from storage.retired_slides import read_retired
 from storage.slide_sources import changed_slides
 
@@ -65,13 +64,11 @@ def slide_inbox_sensor(
     """
     inbox = slide_inputs.inbox(data_root.layout)
     try:
-        frame, problems = inbox_slides(inbox, settle_seconds=slide_inputs.settle_seconds)
+        slides, problems = wiring.inbox_mxif_slides(inbox, slide_inputs.settle_seconds)
     except StorageError as exc:
         return dg.SkipReason(f"Inbox {inbox} not readable: {exc}")
     for problem in problems:
         context.log.warning(problem)
-    frame = frame.filter(frame["modality"] == MXIF)  # H&E rows: the manifest's he_slides chain
-    slides = dict(zip(frame["slide_id"].to_list(), map(Path, frame["path"].to_list()), strict=True))
     changed, record = changed_slides(slides, json.loads(context.cursor) if context.cursor else {})
     cursor = json.dumps(record, sort_keys=True)
     entries = "entry" if len(problems) == 1 else "entries"
