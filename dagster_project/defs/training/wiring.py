@@ -14,13 +14,8 @@ import polars as pl
 
 from pipelines.cell_types import CELL_TYPES
 from pipelines.evaluate import (
-    ReportFigure,
-    confusion_matrix,
     fold_metrics,
-    fold_overview,
     pick_map_slides,
-    report_markdown,
-    summarise_folds,
 )
 from pipelines.train.split import ROLES, fold_patients
 from storage import classifier_checkpoints as ckpt
@@ -235,66 +230,28 @@ def _slide_maps(layout: DataLayout, predictions: pl.DataFrame, manifest: pl.Data
 
 def evaluate(layout: DataLayout, folds: pl.DataFrame) -> Evaluation:
     """Metrics, figures and the Markdown report for every fold's test predictions."""
-    from pipelines.figures import (
-        accuracy_figure,
-        confusion_figure,
-        ppv_npv_figure,
-        slide_map_figure,
-        validation_figure,
-    )
+    from pipelines.report import build_report, report_context
 
     notes: list[str] = []
     manifest = read_manifest_parquet(layout.manifest_parquet)
     predictions = _test_predictions(layout, folds, manifest)
-    per_fold = fold_metrics(predictions)
-    summary = summarise_folds(per_fold)
     meta = {}
     for fold in sorted(folds["fold"].unique().to_list()):
         try:
             meta[fold] = ckpt.load_model_metadata(ckpt.fold_dir(layout.models_dir, fold))
         except StoreLayoutError as err:
             notes.append(str(err))
-    model_info = pl.DataFrame(
-        [{"fold": f, "best_step": m["best_step"], "best_val_loss": float(m["best_val_loss"]),
-          "steps": m["params"]["steps"], "steps_per_s": float(m["steps_per_s"]),
-          "init": m["init"].split(" ")[0]} for f, m in meta.items()],
-        schema={"fold": pl.Int16, "best_step": pl.Int64, "best_val_loss": pl.Float64,
-                "steps": pl.Int64, "steps_per_s": pl.Float64, "init": pl.Utf8})
-    overview = fold_overview(predictions).join(model_info, on="fold", how="left")
-    labelled = predictions.filter(pl.col("class_index") >= 0)
-    cm = confusion_matrix(labelled["class_index"].to_numpy(),
-                          labelled["predicted_index"].to_numpy(), len(CELL_TYPES))
     maps = _slide_maps(layout, predictions, manifest, notes)
-    figures = {
-        "fig3_accuracy.png": accuracy_figure(per_fold, summary),
-        "fig4_ppv_npv_prevalence.png": ppv_npv_figure(summary),
-        "fig5_slide_maps.png": slide_map_figure(maps) if maps else None,
-        "confusion_matrix.png": confusion_figure(cm),
-        "validation_loss.png": validation_figure(
-            {f: m["history"] for f, m in meta.items()},
-            {f: m["best_step"] for f, m in meta.items()}),
-    }
-    figures = {k: v for k, v in figures.items() if v is not None}
-    captions = _captions()
-    report_figures = [ReportFigure(captions[k][0], asset_link(k), captions[k][1])
-                      for k in figures]
-    synthetic = _is_synthetic(manifest, layout)
-    context = {
-        "data": ("the synthetic demo cohort (simulated slides, not patient data)" if synthetic
-                 else f"slides of {layout.manifest_parquet}"),
-        "patients / slides": f"{manifest['patient_id'].n_unique()} / {manifest.height}",
-        "folds evaluated": f"{len(meta)} of {folds['fold'].n_unique()}",
-        "training": ", ".join(sorted({f"{m['params']['steps']} steps at batch "
-                                      f"{m['params']['batch_size']}" for m in meta.values()})),
-        "initialisation": ", ".join(sorted({m["init"] for m in meta.values()})),
-    }
-    markdown = report_markdown(summary, overview, report_figures, context)
-    if notes:
-        markdown += "\n## Notes\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
-    path = write_report(layout.reports_dir, markdown, figures, {
-        "classifier_metrics_per_fold.csv": per_fold, "classifier_metrics_summary.csv": summary})
-    preview = base64.b64encode(figures["fig4_ppv_npv_prevalence.png"]).decode("ascii")
-    return Evaluation(path, len(meta), labelled.height, summary, overview,
+    data = ("the synthetic demo cohort (simulated slides, not patient data)"
+            if _is_synthetic(manifest, layout) else f"slides of {layout.manifest_parquet}")
+    context = report_context(meta, folds["fold"].n_unique(), manifest["patient_id"].n_unique(),
+                             manifest.height, data)
+    report = build_report(predictions, meta, context, maps, notes, asset_link)
+    path = write_report(layout.reports_dir, report.markdown, report.figures, {
+        "classifier_metrics_per_fold.csv": report.per_fold,
+        "classifier_metrics_summary.csv": report.summary})
+    preview = base64.b64encode(report.figures["fig4_ppv_npv_prevalence.png"]).decode("ascii")
+    return Evaluation(path, len(meta), report.n_labelled, report.summary, report.overview,
                       f"![fig4](data:image/png;base64,{preview})", notes)
 
 
@@ -306,31 +263,6 @@ def _is_synthetic(manifest: pl.DataFrame, layout: DataLayout) -> bool:
         return all(str(p).startswith(cohort) for p in manifest["path"].to_list())
     cohort = str(Path(layout.cohort_dir).resolve())
     return all(str(Path(p).resolve()).startswith(cohort) for p in manifest["path"].to_list())
-
-
-def _captions() -> dict[str, tuple[str, str]]:
-    return {
-        "fig3_accuracy.png": (
-            "Per-class accuracy (Fig. 3)",
-            "Accuracy (recall) of each class on the test patients: bar = mean over folds, "
-            "whisker = standard deviation, dots = single folds; dashed: chance level."),
-        "fig4_ppv_npv_prevalence.png": (
-            "PPV, NPV and prevalence (Fig. 4)",
-            "Mean ± sample std over the folds where each metric is defined; classes not "
-            "above the 0.3 PPV cut-off (dashed red) with at least 20 predicted nuclei in "
-            "every fold are faded; a class some fold never predicted is labelled with the "
-            "folds that have a PPV."),
-        "fig5_slide_maps.png": (
-            "Whole-slide maps (Fig. 5)",
-            "Virtual H&E, MxIF-derived cell labels and predicted labels of test slides, "
-            "one dot per nucleus centroid in its class colour."),
-        "confusion_matrix.png": (
-            "Confusion matrix",
-            "Test nuclei of all folds; rows (true classes) normalised, counts printed."),
-        "validation_loss.png": (
-            "Validation loss",
-            "Class-balanced validation loss per fold; the circled step's weights are kept."),
-    }
 
 
 def class_counts(sources: list[PatchChunkReader]) -> dict[str, int]:
