@@ -88,7 +88,7 @@ def inference_map_png(
                      fill=tuple(CLASS_COLOURS[cell_types[k]]))
     title_font, font = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
     draw.text((MARGIN_PX, TITLE_H_PX / 2), f"{slide_id}: predicted cell types of {len(idx)} "
-              f"nuclei ({models})", fill="black", font=title_font, anchor="lm")
+              f"nuclei, {models}", fill="black", font=title_font, anchor="lm")
     counts = np.bincount(idx, minlength=len(cell_types))
     left = MARGIN_PX * 2 + map_w
     for i, name in enumerate(cell_types):
