@@ -4,9 +4,9 @@ the paper's §3 and the Markdown that links them. Nothing is read or written her
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -19,6 +19,9 @@ from pipelines.evaluate import (
     report_markdown,
     summarise_folds,
 )
+
+if TYPE_CHECKING:  # matplotlib loads with the figures, in the evaluation step only
+    from pipelines.figures import SlideMap
 
 # Each figure's file name, title and caption, in the report's order.
 CAPTIONS: dict[str, tuple[str, str]] = {
@@ -50,6 +53,8 @@ _MODEL_SCHEMA = {"fold": pl.Int16, "best_step": pl.Int64, "best_val_loss": pl.Fl
 
 @dataclass(frozen=True)
 class Report:
+    """What the report asset writes (Markdown, figures, the metric tables) and shows."""
+
     markdown: str
     figures: dict[str, bytes]  # file name -> PNG, the names of CAPTIONS
     per_fold: pl.DataFrame
@@ -86,9 +91,9 @@ def build_report(
     predictions: pl.DataFrame,
     fold_meta: Mapping[int, Mapping[str, Any]],
     context: Mapping[str, str],
-    maps: Sequence[Any],
+    maps: Sequence[SlideMap],
     notes: Sequence[str],
-    link: Any,
+    link: Callable[[str], str],
 ) -> Report:
     """Metrics, figures and Markdown from the test predictions (`nucleus_id`, `slide_id`,
     `fold`, `class_index`, `predicted_index`), the folds' checkpoint metadata and the slide
